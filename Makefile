@@ -1,0 +1,27 @@
+# Set-up on a fresh machine: `make run` (the main job) and `make test` (the suite).
+# Both create .venv and install into it when it is missing.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+# Tokenizer asset packages: installed without their dependencies, which would
+# change the rest of the environment (mistral-common pins an older numpy).
+ASSETS := llama-models==0.3.0 mistral-common==1.13.1
+
+.PHONY: install test run clean
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml Makefile
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q -e '.[test]'
+	$(PY) -m pip install -q --no-deps $(ASSETS)
+	touch $@
+
+test: install
+	$(PY) -m pytest -q tests
+
+run: install
+	$(PY) -m medjax.models --preset=llama3_tiny
+
+clean:
+	rm -rf $(VENV)

@@ -1,0 +1,274 @@
+"""ModelConfig: one decoder, the Llama-3 / Llama-3.1 / Mistral families as data.
+
+A ``ModelConfig`` is a frozen, hashable dataclass so that it can be a static
+argument of jitted functions. ``from_hf`` reads a Hugging Face ``config.json``
+(transformers 5 ``rope_parameters`` layout and the older ``rope_theta`` /
+``rope_scaling`` layout); ``to_hf`` writes one that ``transformers`` loads.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+from typing import Any
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+ATTENTION_BACKENDS = ("xla", "cudnn")
+REMAT_POLICIES = ("none", "full", "dots", "dots_no_batch")
+DTYPES = ("float32", "bfloat16", "float16")
+# model_type -> architecture class name written to config.json
+FAMILIES = {"llama": "LlamaForCausalLM", "mistral": "MistralForCausalLM"}
+
+
+class ConfigError(ValueError):
+    """A model configuration that medjax cannot honour (names the file and field)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class RopeScaling:
+    """Llama-3.1 ("llama3" rope type) frequency scaling."""
+
+    factor: float = 8.0
+    low_freq_factor: float = 1.0
+    high_freq_factor: float = 4.0
+    original_max_position_embeddings: int = 8192
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelConfig:
+    vocab_size: int
+    hidden_size: int
+    intermediate_size: int
+    num_layers: int
+    num_heads: int
+    num_kv_heads: int
+    head_dim: int
+    rms_norm_eps: float = 1e-5
+    rope_theta: float = 500000.0
+    rope_scaling: RopeScaling | None = None
+    sliding_window: int | None = None
+    tie_embeddings: bool = False
+    max_position_embeddings: int = 8192
+    family: str = "llama"  # Hugging Face model_type: "llama" or "mistral"
+    bos_token_id: int | None = None
+    eos_token_id: tuple[int, ...] = ()
+    # Numerics and execution.
+    param_dtype: str = "float32"
+    dtype: str = "float32"  # compute dtype of activations and matmuls
+    attention: str = "xla"  # "xla" (any platform) or "cudnn" (GPU)
+    remat_policy: str = "none"
+    scan_layers: bool = True
+
+    def __post_init__(self):
+        def bad(field, msg):
+            raise ConfigError(f"ModelConfig.{field}: {msg}")
+
+        for f in ("vocab_size", "hidden_size", "intermediate_size", "num_layers",
+                  "num_heads", "num_kv_heads", "head_dim"):
+            v = getattr(self, f)
+            if not isinstance(v, (int, np.integer)) or v <= 0:
+                bad(f, f"must be a positive integer, got {v!r}")
+        if self.num_heads % self.num_kv_heads:
+            bad("num_kv_heads", f"{self.num_kv_heads} does not divide num_heads={self.num_heads}")
+        if self.param_dtype not in DTYPES:
+            bad("param_dtype", f"{self.param_dtype!r} is not one of {DTYPES}")
+        if self.dtype not in DTYPES:
+            bad("dtype", f"{self.dtype!r} is not one of {DTYPES}")
+        if self.attention not in ATTENTION_BACKENDS:
+            bad("attention", f"{self.attention!r} is not one of {ATTENTION_BACKENDS}")
+        if self.remat_policy not in REMAT_POLICIES:
+            bad("remat_policy", f"{self.remat_policy!r} is not one of {REMAT_POLICIES}")
+        if self.family not in FAMILIES:
+            bad("family", f"{self.family!r} is not one of {tuple(FAMILIES)}")
+        if self.sliding_window is not None and self.sliding_window <= 0:
+            bad("sliding_window", f"must be positive or None, got {self.sliding_window}")
+        if self.head_dim % 2:
+            bad("head_dim", f"must be even for rotary embeddings, got {self.head_dim}")
+        if isinstance(self.rope_scaling, dict):  # accept a plain dict (e.g. from JSON)
+            object.__setattr__(self, "rope_scaling", RopeScaling(**self.rope_scaling))
+        if isinstance(self.eos_token_id, (list, int)):
+            eos = [self.eos_token_id] if isinstance(self.eos_token_id, int) else self.eos_token_id
+            object.__setattr__(self, "eos_token_id", tuple(eos))
+
+    # ------------------------------------------------------------------ helpers
+    def replace(self, **changes) -> "ModelConfig":
+        return dataclasses.replace(self, **changes)
+
+    @property
+    def num_params(self) -> int:
+        d, f, v, l = self.hidden_size, self.intermediate_size, self.vocab_size, self.num_layers
+        n, k, h = self.num_heads, self.num_kv_heads, self.head_dim
+        per_layer = d * h * (2 * n + 2 * k) + 3 * d * f + 2 * d
+        return v * d * (1 if self.tie_embeddings else 2) + l * per_layer + d
+
+    def to_dict(self) -> dict[str, Any]:
+        out = dataclasses.asdict(self)
+        out["eos_token_id"] = list(self.eos_token_id)
+        return out
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "ModelConfig":
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(d) - known
+        if unknown:
+            raise ConfigError(f"ModelConfig: unknown fields {sorted(unknown)}")
+        return cls(**d)
+
+    # ------------------------------------------------------- Hugging Face I/O
+    @classmethod
+    def from_hf(cls, hf: dict[str, Any] | str | os.PathLike, **overrides) -> "ModelConfig":
+        """Builds a ModelConfig from a Hugging Face ``config.json`` (dict or path).
+
+        Fields that change the model's math and that medjax does not implement
+        raise ``ConfigError`` naming the file and field; fields that do not
+        matter for the math are ignored, and unrecognised ones are logged.
+        """
+        source = "config.json"
+        if not isinstance(hf, dict):
+            source = os.fspath(hf)
+            try:
+                with open(source) as f:
+                    hf = json.load(f)
+            except FileNotFoundError:
+                raise FileNotFoundError(f"{source}: no such file (a Hugging Face model "
+                                        "directory needs config.json)") from None
+            except json.JSONDecodeError as e:
+                raise ConfigError(f"{source}: line {e.lineno}: not valid JSON ({e.msg})") from None
+
+        def bad(field, msg):
+            raise ConfigError(f"{source}: field '{field}': {msg}")
+
+        model_type = hf.get("model_type")
+        if model_type not in FAMILIES:
+            bad("model_type", f"unsupported architecture {model_type!r}; medjax supports "
+                f"{sorted(FAMILIES)}")
+        archs = hf.get("architectures") or []
+        for a in archs:
+            if a != FAMILIES[model_type]:
+                bad("architectures", f"unsupported architecture {a!r} (expected "
+                    f"{FAMILIES[model_type]!r})")
+        for field in ("vocab_size", "hidden_size", "intermediate_size",
+                      "num_hidden_layers", "num_attention_heads"):
+            if not isinstance(hf.get(field), int):
+                bad(field, f"missing or not an integer: {hf.get(field)!r}")
+
+        act = hf.get("hidden_act", "silu")
+        if act != "silu":
+            bad("hidden_act", f"{act!r} is not supported (only 'silu')")
+        for field in ("attention_bias", "mlp_bias"):
+            if hf.get(field):
+                bad(field, "biases in projections are not supported")
+        for field in ("num_local_experts", "num_experts"):
+            if hf.get(field):
+                bad(field, "mixture-of-experts layers are not supported yet")
+        if hf.get("layer_types") and len(set(hf["layer_types"])) > 1:
+            bad("layer_types", f"mixed layer types {sorted(set(hf['layer_types']))} are not supported")
+        for field in ("attention_dropout",):
+            if hf.get(field):
+                log.warning("%s: %s=%s is ignored (medjax applies no attention dropout)",
+                            source, field, hf[field])
+
+        heads = hf["num_attention_heads"]
+        kv_heads = hf.get("num_key_value_heads") or heads
+        head_dim = hf.get("head_dim") or hf["hidden_size"] // heads
+
+        # RoPE: transformers 5 keeps it in rope_parameters; older configs use
+        # rope_theta + rope_scaling. Read whichever is present.
+        rope = hf.get("rope_parameters")
+        rope_field = "rope_parameters"
+        if rope is None:
+            rope = dict(hf.get("rope_scaling") or {})
+            rope_field = "rope_scaling"
+            if "rope_theta" in hf:
+                rope["rope_theta"] = hf["rope_theta"]
+        if not isinstance(rope, dict):
+            bad(rope_field, f"expected a mapping, got {type(rope).__name__}")
+        rope_type = rope.get("rope_type", rope.get("type", "default"))
+        theta = rope.get("rope_theta", hf.get("rope_theta", 10000.0))
+        scaling = None
+        if rope_type == "llama3":
+            try:
+                scaling = RopeScaling(
+                    factor=float(rope["factor"]),
+                    low_freq_factor=float(rope["low_freq_factor"]),
+                    high_freq_factor=float(rope["high_freq_factor"]),
+                    original_max_position_embeddings=int(rope["original_max_position_embeddings"]),
+                )
+            except KeyError as e:
+                bad(f"{rope_field}.{e.args[0]}", "required for rope_type 'llama3'")
+        elif rope_type != "default":
+            bad(f"{rope_field}.rope_type", f"rope type {rope_type!r} is not implemented "
+                "(medjax implements 'default' and 'llama3')")
+        if rope.get("partial_rotary_factor", 1.0) != 1.0:
+            bad(f"{rope_field}.partial_rotary_factor", "partial rotary embeddings are not supported")
+
+        sliding = hf.get("sliding_window")
+        if model_type == "llama" and sliding:
+            bad("sliding_window", "Llama configs do not use a sliding window")
+        eos = hf.get("eos_token_id")
+        eos = () if eos is None else tuple(eos) if isinstance(eos, list) else (eos,)
+
+        kw = dict(
+            family=model_type,
+            vocab_size=hf["vocab_size"],
+            hidden_size=hf["hidden_size"],
+            intermediate_size=hf["intermediate_size"],
+            num_layers=hf["num_hidden_layers"],
+            num_heads=heads,
+            num_kv_heads=kv_heads,
+            head_dim=head_dim,
+            rms_norm_eps=float(hf.get("rms_norm_eps", 1e-6)),
+            rope_theta=float(theta),
+            rope_scaling=scaling,
+            sliding_window=sliding or None,
+            tie_embeddings=bool(hf.get("tie_word_embeddings", False)),
+            max_position_embeddings=int(hf.get("max_position_embeddings", 2048)),
+            bos_token_id=hf.get("bos_token_id"),
+            eos_token_id=eos,
+        )
+        kw.update(overrides)
+        try:
+            return cls(**kw)
+        except ConfigError as e:
+            raise ConfigError(f"{source}: {e}") from None
+
+    def to_hf(self, torch_dtype: str | None = None) -> dict[str, Any]:
+        """A ``config.json`` dict for LlamaForCausalLM / MistralForCausalLM.
+
+        RoPE settings use the layout both transformers 4 and 5 read
+        (``rope_theta`` + ``rope_scaling``).
+        """
+        rope_scaling = None
+        if self.rope_scaling is not None:
+            rope_scaling = dict(rope_type="llama3", **dataclasses.asdict(self.rope_scaling))
+        eos = list(self.eos_token_id)
+        out = {
+            "architectures": [FAMILIES[self.family]],
+            "model_type": self.family,
+            "vocab_size": self.vocab_size,
+            "hidden_size": self.hidden_size,
+            "intermediate_size": self.intermediate_size,
+            "num_hidden_layers": self.num_layers,
+            "num_attention_heads": self.num_heads,
+            "num_key_value_heads": self.num_kv_heads,
+            "head_dim": self.head_dim,
+            "hidden_act": "silu",
+            "rms_norm_eps": self.rms_norm_eps,
+            "rope_theta": self.rope_theta,
+            "rope_scaling": rope_scaling,
+            "max_position_embeddings": self.max_position_embeddings,
+            "tie_word_embeddings": self.tie_embeddings,
+            "bos_token_id": self.bos_token_id,
+            "eos_token_id": eos[0] if len(eos) == 1 else (eos or None),
+            "torch_dtype": torch_dtype or self.param_dtype,
+        }
+        if self.family == "llama":
+            out.update(attention_bias=False, mlp_bias=False)
+        else:
+            out["sliding_window"] = self.sliding_window
+        return out

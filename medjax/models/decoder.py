@@ -1,0 +1,346 @@
+"""The decoder: Llama-3, Llama-3.1 and Mistral as one implementation.
+
+Layers are Flax Linen modules; the stack is plain JAX: layer parameters are
+stacked along a leading ``layers`` axis and run with ``jax.lax.scan`` (one
+compiled layer, compile time independent of depth) or, with
+``scan_layers=False``, a Python loop over the same stacked parameters, so the
+parameter layout never depends on that switch. Remat wraps the layer body.
+
+Parameters (``P`` = logical axes):
+  embed/embedding          [vocab, embed]
+  layers/attn_norm/scale   [layers, embed]
+  layers/attn/q_proj       [layers, embed, heads, head_dim]      'btd,dnh->btnh'
+  layers/attn/k_proj       [layers, embed, kv_heads, head_dim]
+  layers/attn/v_proj       [layers, embed, kv_heads, head_dim]
+  layers/attn/o_proj       [layers, heads, head_dim, embed]      'btnh,nhd->btd'
+  layers/mlp_norm/scale    [layers, embed]
+  layers/mlp/gate_proj     [layers, embed, mlp]
+  layers/mlp/up_proj       [layers, embed, mlp]
+  layers/mlp/down_proj     [layers, mlp, embed]
+  final_norm/scale         [embed]
+  lm_head/kernel           [embed, vocab]   (absent with tied embeddings)
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.sharding import Mesh
+
+from ..parallel.sharding import constrain, logical_to_sharding
+from .config import ModelConfig
+
+Params = dict[str, Any]
+
+_REMAT = {
+    "full": None,  # jax.checkpoint's default: save only the layer's inputs
+    "dots": jax.checkpoint_policies.checkpoint_dots,
+    "dots_no_batch": jax.checkpoint_policies.checkpoint_dots_with_no_batch_dims,
+}
+
+
+# ---------------------------------------------------------------------- RoPE
+def rope_inv_freq(config: ModelConfig) -> np.ndarray:
+    """Inverse frequencies [head_dim // 2] (float32), with Llama-3.1 scaling."""
+    dim = config.head_dim
+    inv = 1.0 / (np.float32(config.rope_theta) **
+                 (np.arange(0, dim, 2, dtype=np.int64).astype(np.float32) / np.float32(dim)))
+    inv = inv.astype(np.float32)
+    s = config.rope_scaling
+    if s is not None:
+        old = s.original_max_position_embeddings
+        low_wavelen = old / s.low_freq_factor
+        high_wavelen = old / s.high_freq_factor
+        wavelen = 2 * np.pi / inv
+        scaled = np.where(wavelen > low_wavelen, inv / s.factor, inv)
+        smooth = (old / wavelen - s.low_freq_factor) / (s.high_freq_factor - s.low_freq_factor)
+        smoothed = (1 - smooth) * scaled / s.factor + smooth * scaled
+        medium = ~(wavelen < high_wavelen) & ~(wavelen > low_wavelen)
+        inv = np.where(medium, smoothed, scaled).astype(np.float32)
+    return inv
+
+
+def rope_tables(config: ModelConfig, positions: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """cos, sin of shape [batch, length, head_dim] (float32) for integer positions."""
+    inv = jnp.asarray(rope_inv_freq(config))
+    angles = positions.astype(jnp.float32)[..., None] * inv  # [b, t, h/2]
+    angles = jnp.concatenate([angles, angles], axis=-1)
+    return jnp.cos(angles), jnp.sin(angles)
+
+
+def apply_rope(x_btnh: jax.Array, cos: jax.Array, sin: jax.Array) -> jax.Array:
+    """Rotary embedding in the 'rotate half' layout used by Hugging Face weights."""
+    x = x_btnh.astype(jnp.float32)
+    half = x.shape[-1] // 2
+    rotated = jnp.concatenate([-x[..., half:], x[..., :half]], axis=-1)
+    out = x * cos[:, :, None, :] + rotated * sin[:, :, None, :]
+    return out.astype(x_btnh.dtype)
+
+
+# ----------------------------------------------------------------- attention
+def attention(config: ModelConfig, q_btnh, k_btkh, v_btkh, segment_ids: jax.Array | None):
+    """Causal grouped-query attention through ``jax.nn.dot_product_attention``.
+
+    ``segment_ids`` [batch, length]: a token attends only to earlier tokens of
+    its own segment (packed sequences). Mistral's sliding window: a token
+    attends to itself and the ``sliding_window - 1`` tokens before it.
+    """
+    mask = None
+    if segment_ids is not None:
+        mask = segment_ids[:, None, :, None] == segment_ids[:, None, None, :]
+    window = None
+    if config.sliding_window is not None and config.sliding_window < q_btnh.shape[1]:
+        window = (config.sliding_window - 1, 0)
+    if config.attention == "cudnn":
+        if jax.default_backend() != "gpu":
+            raise ValueError(f"attention backend 'cudnn' needs a GPU, but JAX runs on "
+                             f"{jax.default_backend()!r}; use attention='xla'")
+        if q_btnh.dtype not in (jnp.bfloat16, jnp.float16):
+            raise ValueError(f"attention backend 'cudnn' needs bfloat16 or float16 compute, got "
+                             f"{q_btnh.dtype}; set dtype='bfloat16' or attention='xla'")
+    return jax.nn.dot_product_attention(
+        q_btnh, k_btkh, v_btkh, mask=mask, is_causal=True, local_window_size=window,
+        scale=config.head_dim ** -0.5, implementation=config.attention)
+
+
+# ------------------------------------------------------------------- modules
+def _kernel_init():
+    return nn.initializers.normal(stddev=0.02)
+
+
+class RMSNorm(nn.Module):
+    eps: float
+    dtype: Any
+    param_dtype: Any
+
+    @nn.compact
+    def __call__(self, x):
+        scale = self.param("scale", nn.with_logical_partitioning(nn.initializers.ones, ("embed",)),
+                           (x.shape[-1],), self.param_dtype)
+        xf = x.astype(jnp.float32)
+        y = xf * jax.lax.rsqrt(jnp.mean(xf * xf, axis=-1, keepdims=True) + self.eps)
+        return y.astype(self.dtype) * scale.astype(self.dtype)
+
+
+class Attention(nn.Module):
+    config: ModelConfig
+
+    @nn.compact
+    def __call__(self, x_btd, cos, sin, segment_ids):
+        c = self.config
+        dt, pdt = jnp.dtype(c.dtype), jnp.dtype(c.param_dtype)
+        d, n, k, h = c.hidden_size, c.num_heads, c.num_kv_heads, c.head_dim
+
+        def param(name, shape, axes):
+            return self.param(name, nn.with_logical_partitioning(_kernel_init(), axes), shape,
+                              pdt).astype(dt)
+
+        q_proj_dnh = param("q_proj", (d, n, h), ("embed", "heads", "head_dim"))
+        k_proj_dkh = param("k_proj", (d, k, h), ("embed", "kv_heads", "head_dim"))
+        v_proj_dkh = param("v_proj", (d, k, h), ("embed", "kv_heads", "head_dim"))
+        o_proj_nhd = param("o_proj", (n, h, d), ("heads", "head_dim", "embed"))
+
+        q_btnh = jnp.einsum("btd,dnh->btnh", x_btd, q_proj_dnh)
+        k_btkh = jnp.einsum("btd,dkh->btkh", x_btd, k_proj_dkh)
+        v_btkh = jnp.einsum("btd,dkh->btkh", x_btd, v_proj_dkh)
+        q_btnh = constrain(apply_rope(q_btnh, cos, sin), ("batch", "length", "heads", "head_dim"))
+        k_btkh = constrain(apply_rope(k_btkh, cos, sin), ("batch", "length", "kv_heads", "head_dim"))
+        v_btkh = constrain(v_btkh, ("batch", "length", "kv_heads", "head_dim"))
+        out_btnh = attention(c, q_btnh, k_btkh, v_btkh, segment_ids)
+        return jnp.einsum("btnh,nhd->btd", out_btnh, o_proj_nhd)
+
+
+class MLP(nn.Module):
+    config: ModelConfig
+
+    @nn.compact
+    def __call__(self, x_btd):
+        c = self.config
+        dt, pdt = jnp.dtype(c.dtype), jnp.dtype(c.param_dtype)
+        d, f = c.hidden_size, c.intermediate_size
+
+        def param(name, shape, axes):
+            return self.param(name, nn.with_logical_partitioning(_kernel_init(), axes), shape,
+                              pdt).astype(dt)
+
+        gate_df = param("gate_proj", (d, f), ("embed", "mlp"))
+        up_df = param("up_proj", (d, f), ("embed", "mlp"))
+        down_fd = param("down_proj", (f, d), ("mlp", "embed"))
+        h_btf = jax.nn.silu(jnp.einsum("btd,df->btf", x_btd, gate_df)) * jnp.einsum(
+            "btd,df->btf", x_btd, up_df)
+        h_btf = constrain(h_btf, ("batch", "length", "mlp"))
+        return jnp.einsum("btf,fd->btd", h_btf, down_fd)
+
+
+class DecoderLayer(nn.Module):
+    config: ModelConfig
+
+    @nn.compact
+    def __call__(self, x_btd, cos, sin, segment_ids):
+        c = self.config
+        dt, pdt = jnp.dtype(c.dtype), jnp.dtype(c.param_dtype)
+        h = RMSNorm(c.rms_norm_eps, dt, pdt, name="attn_norm")(x_btd)
+        x_btd = x_btd + Attention(c, name="attn")(h, cos, sin, segment_ids)
+        h = RMSNorm(c.rms_norm_eps, dt, pdt, name="mlp_norm")(x_btd)
+        x_btd = x_btd + MLP(c, name="mlp")(h)
+        return constrain(x_btd, ("batch", "length", "embed"))
+
+
+class Embed(nn.Module):
+    config: ModelConfig
+
+    @nn.compact
+    def __call__(self, ids):
+        c = self.config
+        table = self.param("embedding",
+                           nn.with_logical_partitioning(_kernel_init(), ("vocab", "embed")),
+                           (c.vocab_size, c.hidden_size), jnp.dtype(c.param_dtype))
+        return jnp.take(table, ids, axis=0).astype(jnp.dtype(c.dtype))
+
+
+class FinalNorm(nn.Module):
+    config: ModelConfig
+
+    @nn.compact
+    def __call__(self, x):
+        c = self.config
+        return RMSNorm(c.rms_norm_eps, jnp.dtype(c.dtype), jnp.dtype(c.param_dtype),
+                       name="final_norm")(x)
+
+
+class LMHead(nn.Module):
+    config: ModelConfig
+
+    @nn.compact
+    def __call__(self, x):
+        c = self.config
+        kernel = self.param("kernel",
+                            nn.with_logical_partitioning(_kernel_init(), ("embed", "vocab")),
+                            (c.hidden_size, c.vocab_size), jnp.dtype(c.param_dtype))
+        return kernel
+
+
+# ------------------------------------------------------- init and axes
+def _dummy_inputs(config: ModelConfig):
+    x = jnp.zeros((1, 1, config.hidden_size), jnp.dtype(config.dtype))
+    cs = jnp.zeros((1, 1, config.head_dim), jnp.float32)
+    return x, cs, cs, None
+
+
+def _boxed_init(config: ModelConfig, rng: jax.Array) -> dict:
+    """Boxed (logically partitioned) parameters; layer 0 stands for the stack."""
+    k_emb, k_layer, k_head = jax.random.split(rng, 3)
+    ids = jnp.zeros((1, 1), jnp.int32)
+    x = jnp.zeros((1, 1, config.hidden_size), jnp.dtype(config.dtype))
+    out = {
+        "embed": Embed(config).init(k_emb, ids)["params"],
+        "layers": DecoderLayer(config).init(k_layer, *_dummy_inputs(config))["params"],
+        "final_norm": FinalNorm(config).init(k_head, x)["params"]["final_norm"],
+    }
+    if not config.tie_embeddings:
+        out["lm_head"] = LMHead(config).init(k_head, x)["params"]
+    return out
+
+
+def _is_box(x):
+    return isinstance(x, nn.LogicallyPartitioned)
+
+
+def param_logical_axes(config: ModelConfig) -> dict:
+    """Pytree (like the parameters) of logical-axis tuples."""
+    boxed = jax.eval_shape(functools.partial(_boxed_init, config), jax.random.key(0))
+
+    def axes(path, box):
+        names = tuple(box.names)
+        return ("layers",) + names if path[0].key == "layers" else names
+
+    return jax.tree_util.tree_map_with_path(axes, boxed, is_leaf=_is_box)
+
+
+def _init_unboxed(config: ModelConfig, rng: jax.Array) -> Params:
+    k_rest, k_layers = jax.random.split(rng)
+    params = nn.meta.unbox(_boxed_init(config, k_rest))
+
+    def one_layer(k):
+        return nn.meta.unbox(DecoderLayer(config).init(k, *_dummy_inputs(config))["params"])
+
+    params["layers"] = jax.vmap(one_layer)(jax.random.split(k_layers, config.num_layers))
+    return params
+
+
+def abstract_params(config: ModelConfig) -> Params:
+    """ShapeDtypeStructs of the parameters (no allocation)."""
+    return jax.eval_shape(functools.partial(_init_unboxed, config), jax.random.key(0))
+
+
+def param_shardings(config: ModelConfig, mesh: Mesh) -> dict:
+    """NamedShardings of the parameters on ``mesh`` under the current axis rules."""
+    return logical_to_sharding(param_logical_axes(config), mesh, shapes=abstract_params(config))
+
+
+def init_params(config: ModelConfig, rng: jax.Array, *, mesh: Mesh | None = None) -> Params:
+    """Random parameters (normal(0.02) kernels, unit norms), born sharded on ``mesh``."""
+    shardings = param_shardings(config, mesh) if mesh is not None else None
+    fn = jax.jit(functools.partial(_init_unboxed, config), out_shardings=shardings)
+    return fn(rng)
+
+
+# ------------------------------------------------------------------ forward
+def forward_hidden(config: ModelConfig, params: Params, input_ids: jax.Array, *,
+                   segment_ids: jax.Array | None = None,
+                   positions: jax.Array | None = None) -> jax.Array:
+    """Final-norm hidden states [batch, length, hidden] in the compute dtype."""
+    input_ids = jnp.asarray(input_ids)
+    if input_ids.ndim != 2:
+        raise ValueError(f"input_ids must be [batch, length], got shape {input_ids.shape}")
+    b, t = input_ids.shape
+    if positions is None:
+        positions = jnp.broadcast_to(jnp.arange(t, dtype=jnp.int32), (b, t))
+    for name, a in (("segment_ids", segment_ids), ("positions", positions)):
+        if a is not None and tuple(jnp.shape(a)) != (b, t):
+            raise ValueError(f"{name} must have the shape of input_ids {(b, t)}, "
+                             f"got {tuple(jnp.shape(a))}")
+    cos, sin = rope_tables(config, jnp.asarray(positions))
+
+    x = Embed(config).apply({"params": params["embed"]}, input_ids)
+    x = constrain(x, ("batch", "length", "embed"))
+    layer = DecoderLayer(config)
+
+    def body(x_btd, layer_params):
+        return layer.apply({"params": layer_params}, x_btd, cos, sin, segment_ids), None
+
+    if config.remat_policy != "none":
+        body = jax.checkpoint(body, policy=_REMAT[config.remat_policy],
+                              prevent_cse=not config.scan_layers)
+    if config.scan_layers:
+        x, _ = jax.lax.scan(body, x, params["layers"])
+    else:
+        for i in range(config.num_layers):
+            x, _ = body(x, jax.tree.map(lambda p: p[i], params["layers"]))
+    return FinalNorm(config).apply({"params": {"final_norm": params["final_norm"]}}, x)
+
+
+def lm_head_kernel(config: ModelConfig, params: Params) -> jax.Array:
+    """The output projection [hidden, vocab] (the embedding, transposed, when tied)."""
+    if config.tie_embeddings:
+        return params["embed"]["embedding"].T
+    return params["lm_head"]["kernel"]
+
+
+def forward(config: ModelConfig, params: Params, input_ids: jax.Array, *,
+            segment_ids: jax.Array | None = None,
+            positions: jax.Array | None = None) -> jax.Array:
+    """Logits [batch, length, vocab] in float32.
+
+    ``segment_ids`` (0 for padding) keep packed documents apart; ``positions``
+    restart at 0 for each packed document (default: 0..length-1).
+    """
+    h = forward_hidden(config, params, input_ids, segment_ids=segment_ids, positions=positions)
+    kernel = lm_head_kernel(config, params).astype(h.dtype)
+    logits = jnp.einsum("btd,dv->btv", h, kernel, preferred_element_type=jnp.float32)
+    return constrain(logits, ("batch", "length", "vocab"))
