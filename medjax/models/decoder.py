@@ -234,6 +234,7 @@ def _dummy_inputs(config: ModelConfig):
 
 def _boxed_init(config: ModelConfig, rng: jax.Array) -> dict:
     """Boxed (logically partitioned) parameters; layer 0 stands for the stack."""
+    config = config.replace(attention="xla")  # init traces no kernel-specific path
     k_emb, k_layer, k_head = jax.random.split(rng, 3)
     ids = jnp.zeros((1, 1), jnp.int32)
     x = jnp.zeros((1, 1, config.hidden_size), jnp.dtype(config.dtype))
@@ -263,6 +264,7 @@ def param_logical_axes(config: ModelConfig) -> dict:
 
 
 def _init_unboxed(config: ModelConfig, rng: jax.Array) -> Params:
+    config = config.replace(attention="xla")
     k_rest, k_layers = jax.random.split(rng)
     params = nn.meta.unbox(_boxed_init(config, k_rest))
 

@@ -1,0 +1,92 @@
+"""medjax model checkpoints: the parameters in Orbax, the ModelConfig in JSON.
+
+Layout of a model checkpoint directory::
+
+    DIR/medjax_model.json   {"format": "medjax-model", "version": 1, "config": {...}}
+    DIR/params/             Orbax StandardCheckpointer tree (sharded arrays)
+
+Restoring reshards onto any mesh: the target shardings come from the config
+and the mesh given at load time, not from the mesh that saved.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+import jax
+import orbax.checkpoint as ocp
+from jax.sharding import Mesh, SingleDeviceSharding
+
+from .config import ModelConfig
+from .decoder import abstract_params, param_shardings
+
+META_FILE = "medjax_model.json"
+FORMAT = "medjax-model"
+
+
+def is_model_checkpoint(path: str | os.PathLike) -> bool:
+    return os.path.isfile(os.path.join(os.fspath(path), META_FILE))
+
+
+def save_model(config: ModelConfig, params: dict, path: str | os.PathLike, *,
+               overwrite: bool = False) -> None:
+    """Saves ``params`` and ``config`` to ``path`` (every process must call this)."""
+    path = os.path.abspath(os.fspath(path))
+    if os.path.exists(path) and os.listdir(path):
+        if not overwrite:
+            raise FileExistsError(f"{path}: exists and is not empty; pass overwrite=True "
+                                  "(--overwrite) to replace it")
+    os.makedirs(path, exist_ok=True)
+    with ocp.StandardCheckpointer() as ckptr:
+        ckptr.save(os.path.join(path, "params"), params, force=overwrite)
+        ckptr.wait_until_finished()
+    if jax.process_index() == 0:
+        with open(os.path.join(path, META_FILE), "w") as f:
+            json.dump({"format": FORMAT, "version": 1, "config": config.to_dict()}, f, indent=2)
+
+
+def load_model_config(path: str | os.PathLike) -> ModelConfig:
+    meta_path = os.path.join(os.fspath(path), META_FILE)
+    try:
+        with open(meta_path) as f:
+            meta = json.load(f)
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{meta_path}: no such file (not a medjax model checkpoint)") from None
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{meta_path}: line {e.lineno}: not valid JSON ({e.msg})") from None
+    if meta.get("format") != FORMAT:
+        raise ValueError(f"{meta_path}: field 'format' is {meta.get('format')!r}, "
+                         f"expected {FORMAT!r}")
+    try:
+        return ModelConfig.from_dict(meta["config"])
+    except (KeyError, TypeError, ValueError) as e:
+        raise ValueError(f"{meta_path}: field 'config': {e}") from None
+
+
+def load_model(path: str | os.PathLike, *, mesh: Mesh | None = None,
+               **config_overrides) -> tuple[ModelConfig, dict]:
+    """Restores ``(config, params)``, sharded for ``mesh`` (default: one device).
+
+    ``config_overrides`` may change execution fields (dtype, remat, scan,
+    attention backend); ``param_dtype`` casts the restored parameters.
+    """
+    path = os.path.abspath(os.fspath(path))
+    saved = load_model_config(path)
+    config = saved.replace(**config_overrides)
+    # Restore in the dtype that was saved, then cast if asked.
+    abstract = abstract_params(saved)
+    if mesh is not None:
+        shardings = param_shardings(saved, mesh)
+    else:
+        single = SingleDeviceSharding(jax.local_devices()[0])
+        shardings = jax.tree.map(lambda _: single, abstract)
+    target = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
+                          abstract, shardings)
+    with ocp.StandardCheckpointer() as ckptr:
+        params = ckptr.restore(os.path.join(path, "params"), target)
+    if config.param_dtype != saved.param_dtype:
+        dt = jax.numpy.dtype(config.param_dtype)
+        params = jax.jit(lambda p: jax.tree.map(lambda x: x.astype(dt), p),
+                         out_shardings=shardings)(params)
+    return config, params

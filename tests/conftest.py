@@ -1,0 +1,68 @@
+"""Test set-up: 8 fake CPU devices (for sharding tests) and tiny Hugging Face models.
+
+XLA_FLAGS must be set before JAX initialises its backends, hence at import time
+here, before any test module imports jax.
+"""
+
+import os
+
+os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+BASE = dict(vocab_size=256, hidden_size=64, intermediate_size=96, num_hidden_layers=3,
+            num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256,
+            rms_norm_eps=1e-5, initializer_range=0.15)
+
+# name -> (transformers class names, config kwargs, sequence length)
+HF_CASES = {
+    "llama_gqa": ("Llama", dict(BASE, rope_theta=500000.0), 40),
+    "llama_tied": ("Llama", dict(BASE, tie_word_embeddings=True, num_key_value_heads=4), 40),
+    # Llama-3.1 rope scaling scaled down: original context 16, sequences of 64.
+    "llama31_scaling": ("Llama", dict(BASE, rope_parameters=dict(
+        rope_type="llama3", rope_theta=500000.0, factor=8.0, low_freq_factor=1.0,
+        high_freq_factor=4.0, original_max_position_embeddings=16)), 64),
+    # Mistral with a sliding window much shorter than the sequence.
+    "mistral_window": ("Mistral", dict(BASE, sliding_window=8, rope_theta=10000.0), 40),
+}
+
+
+def build_hf_model(path, family: str, seed: int = 0, **config_kwargs):
+    """Creates a random tiny transformers model, saves it to ``path``, returns it (eval)."""
+    import torch
+    import transformers
+
+    torch.manual_seed(seed)
+    torch.set_num_threads(2)
+    cfg = getattr(transformers, f"{family}Config")(**config_kwargs)
+    model = getattr(transformers, f"{family}ForCausalLM")(cfg).eval()
+    model.save_pretrained(path)
+    return model
+
+
+def hf_logits(model, ids: np.ndarray) -> np.ndarray:
+    import torch
+    with torch.no_grad():
+        return model(torch.tensor(ids)).logits.float().numpy()
+
+
+@pytest.fixture(scope="session")
+def hf_case(tmp_path_factory):
+    """hf_case(name) -> (directory, transformers model, sequence length); built once."""
+    cache = {}
+
+    def get(name):
+        if name not in cache:
+            family, kwargs, length = HF_CASES[name]
+            path = tmp_path_factory.mktemp(name)
+            cache[name] = (str(path), build_hf_model(path, family, **kwargs), length)
+        return cache[name]
+
+    return get
+
+
+def random_ids(batch, length, vocab, seed=0):
+    return np.random.RandomState(seed).randint(0, vocab, (batch, length)).astype(np.int32)
