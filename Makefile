@@ -21,7 +21,7 @@ test: install
 	$(PY) -m pytest -q tests
 
 run: install
-	$(PY) -m medjax.models --preset=llama3_tiny
+	$(PY) -m medjax.train --config=configs/pretrain.py --workdir=workdir/pretrain
 
 clean:
 	rm -rf $(VENV)

@@ -1,0 +1,244 @@
+"""``run(config, workdir)``: the training loop every objective runs in.
+
+config -> mesh -> model (preset / HF dir / medjax checkpoint, born sharded)
+-> Grain pipeline -> loss_fn -> jitted train_step (in/out shardings, state
+donated) -> Orbax checkpoints {state, data iterator, config} -> metrics.jsonl.
+Restarting the same command resumes from the newest complete checkpoint.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import os
+import signal
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.sharding import NamedSharding, PartitionSpec as P
+
+from .. import models
+from ..data.text import text_pipeline
+from ..data.tokenizer import get_tokenizer
+from ..models.checkpoint import is_model_checkpoint, load_model
+from ..objectives import lm_loss
+from ..parallel import make_mesh
+from .checkpointing import Checkpointer
+from .metrics import MetricsWriter, device_peak_flops, train_flops_per_token
+from .optimizer import make_optimizer, make_schedule
+from .step import eval_step, train_step
+
+log = logging.getLogger(__name__)
+
+
+def build_model(config, mesh, vocab_size: int):
+    """(ModelConfig, params) from ``model.init_from`` or a random preset."""
+    m = config.model
+    overrides = dict(param_dtype=m.param_dtype, dtype=m.dtype, remat_policy=m.remat_policy,
+                     scan_layers=m.scan_layers, attention=m.attention)
+    if m.init_from:
+        if is_model_checkpoint(m.init_from):
+            return load_model(m.init_from, mesh=mesh, **overrides)
+        if os.path.isfile(os.path.join(m.init_from, "config.json")):
+            cfg, params = models.load_hf(m.init_from, dtype=m.param_dtype, mesh=mesh,
+                                         **{k: v for k, v in overrides.items()
+                                            if k not in ("param_dtype", "dtype")})
+            return cfg.replace(dtype=m.dtype), params
+        raise FileNotFoundError(f"model.init_from={m.init_from!r}: neither a Hugging Face "
+                                "directory (config.json) nor a medjax model checkpoint")
+    cfg = models.get_preset(m.preset, **overrides)
+    if m.vocab_size:
+        cfg = cfg.replace(vocab_size=m.vocab_size)
+    if cfg.vocab_size < vocab_size:
+        raise ValueError(f"model vocab_size {cfg.vocab_size} < tokenizer's {vocab_size}; "
+                         "set model.vocab_size")
+    return cfg, models.init_params(cfg, jax.random.key(config.seed), mesh=mesh)
+
+
+def make_loss_fn(config, model_config):
+    o = config.objective
+    if o.name != "pretrain":
+        raise ValueError(f"objective.name={o.name!r} is not available yet (known: 'pretrain')")
+    return functools.partial(_lm_loss, model_config, z_loss=o.z_loss,
+                             neftune_alpha=o.neftune_alpha, chunk_size=o.loss_chunk_size)
+
+
+def _lm_loss(model_config, params, batch, rng, **kw):
+    return lm_loss(model_config, params, batch, rng, **kw)
+
+
+class _Preemption:
+    """SIGTERM -> save at the next step boundary and exit cleanly."""
+
+    def __init__(self):
+        self.requested = False
+        self._old = None
+
+    def __enter__(self):
+        try:
+            self._old = signal.signal(signal.SIGTERM, self._handler)
+        except ValueError:  # not the main thread
+            self._old = None
+        return self
+
+    def _handler(self, signum, frame):
+        log.warning("SIGTERM received: saving a checkpoint at the next step boundary")
+        self.requested = True
+
+    def __exit__(self, *exc):
+        if self._old is not None:
+            signal.signal(signal.SIGTERM, self._old)
+
+
+def _global_batch(local: dict, sharding) -> dict:
+    return {k: jax.make_array_from_process_local_data(sharding, np.asarray(v))
+            for k, v in local.items()}
+
+
+def evaluate(config, model_config, params, loss_fn, tokenizer, batch_sharding, eval_fn):
+    """Token-weighted mean eval metrics over ``eval.batches`` batches (or the whole set)."""
+    pipe = text_pipeline(config.data.eval_sources, tokenizer, seq_len=config.seq_len,
+                         batch_size=config.batch_size // jax.process_count(), seed=config.seed,
+                         num_epochs=1, shuffle=False, drop_remainder=False,
+                         process_index=jax.process_index(), process_count=jax.process_count())
+    rows = config.batch_size // jax.process_count()
+    totals, weight = {}, 0.0
+    for i, local in enumerate(pipe):
+        if config.eval.batches and i >= config.eval.batches:
+            break
+        # Pad a short last batch with empty rows (segment 0: no targets, no weight).
+        local = {k: np.pad(v, ((0, rows - len(v)), (0, 0))) for k, v in local.items()}
+        m = jax.device_get(eval_fn(params, _global_batch(local, batch_sharding)))
+        w = float(m["weight"])
+        for k, v in m.items():
+            if k != "weight":
+                totals[k] = totals.get(k, 0.0) + float(v) * w
+        weight += w
+    if not weight:
+        raise ValueError(f"data.eval_sources={config.data.eval_sources!r}: no tokens to "
+                         "evaluate")
+    return {f"eval/{k}": v / weight for k, v in totals.items()}
+
+
+def run(config, workdir: str) -> dict:
+    """Trains according to ``config`` in ``workdir``; returns the last logged metrics."""
+    os.makedirs(workdir, exist_ok=True)
+    mesh = make_mesh(config.mesh.data, config.mesh.fsdp, config.mesh.tensor)
+    n_batch_shards = mesh.shape["data"] * mesh.shape["fsdp"]
+    if config.batch_size % n_batch_shards or config.batch_size % jax.process_count():
+        raise ValueError(f"batch_size={config.batch_size} is not divisible by the data x fsdp "
+                         f"mesh size {n_batch_shards} and process count {jax.process_count()}")
+    accum = config.optimizer.grad_accum
+    if config.batch_size % accum:
+        raise ValueError(f"batch_size={config.batch_size} is not divisible by "
+                         f"optimizer.grad_accum={accum}")
+
+    tokenizer = get_tokenizer(config.data.tokenizer)
+    with jax.set_mesh(mesh):
+        model_config, params = build_model(config, mesh, tokenizer.vocab_size)
+    loss_fn = make_loss_fn(config, model_config)
+    tx = make_optimizer(config.optimizer, config.steps)
+    schedule = make_schedule(config.optimizer, config.steps)
+
+    state = {"step": jnp.zeros((), jnp.int32), "params": params,
+             "opt_state": jax.jit(tx.init)(params)}
+    # Optimizer moments follow their parameters' shardings; scalars are replicated.
+    replicated = NamedSharding(mesh, P())
+    state_sharding = jax.tree.map(
+        lambda x: x.sharding if isinstance(x.sharding, NamedSharding) else replicated, state)
+    state = jax.device_put(state, state_sharding)
+    batch_sharding = NamedSharding(mesh, P(("data", "fsdp"), None))
+
+    pipe = text_pipeline(config.data.sources, tokenizer, seq_len=config.seq_len,
+                         batch_size=config.batch_size // jax.process_count(), seed=config.seed,
+                         num_epochs=config.epochs or None, process_index=jax.process_index(),
+                         process_count=jax.process_count())
+    data_iter = iter(pipe)
+
+    ckpt = Checkpointer(os.path.join(workdir, "checkpoints"), keep=config.checkpoint.keep,
+                        async_save=config.checkpoint.async_save)
+    start = ckpt.latest_step()
+    if start is not None:
+        abstract = jax.tree.map(
+            lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), state)
+        state = ckpt.restore(start, abstract, data_iter)
+        if jax.process_index() == 0:
+            print(f"resuming from the checkpoint at step {start} in {workdir}"
+                  + (" (already complete: remove the workdir to train again)"
+                     if start >= config.steps else ""), flush=True)
+    start = start or 0
+
+    step_fn = jax.jit(
+        functools.partial(train_step, loss_fn=loss_fn, tx=tx, schedule=schedule,
+                          base_rng=jax.random.key(config.seed + 1), grad_accum=accum),
+        in_shardings=(state_sharding, batch_sharding), out_shardings=(state_sharding, None),
+        donate_argnums=0)
+    eval_fn = jax.jit(functools.partial(eval_step, loss_fn=loss_fn))
+
+    writer = MetricsWriter(workdir, resume_step=start, tensorboard=config.logging.tensorboard)
+    peak = config.logging.peak_flops or device_peak_flops()
+    flops_per_token = train_flops_per_token(model_config, config.seq_len)
+    config_dict = config.to_dict()
+    last: dict = {}
+
+    def log_eval(step):
+        with jax.set_mesh(mesh):
+            m = evaluate(config, model_config, state["params"], loss_fn, tokenizer,
+                         batch_sharding, eval_fn)
+        writer.write(step, m)
+        last.update(m)
+        log.info("step %d: %s", step, m)
+
+    if config.eval.at_start and start == 0 and config.data.eval_sources:
+        log_eval(0)
+
+    t_last, tokens_since, steps_since, real_since = time.perf_counter(), 0, 0, 0
+    step = start
+    with _Preemption() as preempt, jax.set_mesh(mesh):
+        while step < config.steps:
+            try:
+                local = next(data_iter)
+            except StopIteration:
+                log.info("data exhausted after %d epochs at step %d", config.epochs, step)
+                break
+            batch = _global_batch(local, batch_sharding)
+            state, metrics = step_fn(state, batch)
+            step += 1
+            steps_since += 1
+            tokens_since += config.batch_size * config.seq_len
+            real_since += int(np.sum(local["segment_ids"] != 0)) * jax.process_count()
+
+            if step % config.logging.every == 0 or step == config.steps:
+                metrics = jax.device_get(metrics)
+                now = time.perf_counter()
+                dt = (now - t_last) / steps_since
+                out = {k: v for k, v in metrics.items() if k != "weight"}
+                out.update(step_time=dt, tokens_per_second=tokens_since / (now - t_last),
+                           packing_efficiency=real_since / tokens_since)
+                if peak:
+                    out["mfu"] = flops_per_token * tokens_since / (now - t_last) / (
+                        peak * jax.device_count())
+                writer.write(step, out)
+                last.update(out)
+                log.info("step %d: loss %.4f, %.0f tokens/s", step, out["loss"],
+                         out["tokens_per_second"])
+                if jax.process_index() == 0 and config.logging.progress:
+                    print(f"step {step}/{config.steps}  loss {out['loss']:.4f}  "
+                          f"{out['tokens_per_second']:.0f} tok/s", flush=True)
+                t_last, tokens_since, steps_since, real_since = now, 0, 0, 0
+            if config.eval.every and config.data.eval_sources and step % config.eval.every == 0:
+                log_eval(step)
+            if preempt.requested:
+                ckpt.save(step, state, data_iter, config_dict, force=True)
+                log.warning("checkpoint saved at step %d after SIGTERM; exiting", step)
+                break
+            if step % config.checkpoint.every == 0 or step == config.steps:
+                ckpt.save(step, state, data_iter, config_dict)
+    if step > start and ckpt.latest_step() != step:
+        ckpt.save(step, state, data_iter, config_dict, force=True)
+    ckpt.wait()
+    ckpt.close()
+    writer.close()
+    return last

@@ -1,0 +1,74 @@
+"""Metrics: JSONL (process 0), TensorBoard event files, FLOP accounting."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import jax
+
+from ..models import ModelConfig
+
+# Dense bf16 peak FLOP/s per device from datasheets, by device_kind substring.
+GPU_PEAK_FLOPS = {"H200": 989e12, "H100": 989e12, "A100": 312e12}
+
+
+def device_peak_flops() -> float | None:
+    kind = jax.devices()[0].device_kind
+    for name, peak in GPU_PEAK_FLOPS.items():
+        if name in kind:
+            return peak
+    return None
+
+
+def train_flops_per_token(config: ModelConfig, seq_len: int) -> float:
+    """Model FLOPs per trained token: 6 * matmul params + causal attention.
+
+    Matmul parameters exclude the embedding lookup (not a matmul) but include
+    the LM head. Attention: 6 * layers * heads * head_dim * seq_len (QK^T and
+    AV, forward and backward, halved for the causal mask).
+    """
+    n = config.num_params - config.vocab_size * config.hidden_size * (
+        0 if config.tie_embeddings else 1)
+    attn = 6 * config.num_layers * config.num_heads * config.head_dim * seq_len
+    return 6 * n + attn
+
+
+class MetricsWriter:
+    """Appends one JSON object per logged step to ``metrics.jsonl`` (process 0 only)."""
+
+    def __init__(self, workdir: str, *, resume_step: int = 0, tensorboard: bool = True):
+        self.enabled = jax.process_index() == 0
+        self.path = os.path.join(workdir, "metrics.jsonl")
+        self._tb = None
+        if not self.enabled:
+            return
+        # Entries past the checkpoint we resume from will be recomputed: drop them.
+        if os.path.exists(self.path):
+            with open(self.path) as f:
+                kept = [line for line in f if line.strip()
+                        and json.loads(line).get("step", 0) <= resume_step]
+            with open(self.path, "w") as f:
+                f.writelines(kept)
+        if tensorboard:
+            try:
+                from tensorboardX import SummaryWriter
+                self._tb = SummaryWriter(os.path.join(workdir, "tensorboard"))
+            except ImportError:
+                self._tb = None
+
+    def write(self, step: int, metrics: dict) -> None:
+        if not self.enabled:
+            return
+        record = {"step": int(step), **{k: float(v) for k, v in metrics.items()}}
+        with open(self.path, "a") as f:
+            f.write(json.dumps(record) + "\n")
+        if self._tb is not None:
+            for k, v in record.items():
+                if k != "step":
+                    self._tb.add_scalar(k, v, step)
+            self._tb.flush()
+
+    def close(self):
+        if self._tb is not None:
+            self._tb.close()

@@ -1,0 +1,184 @@
+"""End-to-end training runs: learning, determinism, resume, sharding, eval vs transformers."""
+
+import importlib.util
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+import pytest
+from conftest import build_hf_model
+
+from medjax.training import run
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+DRUGS = ["metformin", "lisinopril", "atorvastatin", "amoxicillin", "warfarin", "omeprazole",
+         "levothyroxine", "amlodipine"]
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    rs = np.random.RandomState(0)
+    d = tmp_path_factory.mktemp("data")
+    for name, n in (("train.jsonl", 200), ("eval.jsonl", 12)):
+        with open(d / name, "w") as f:
+            for _ in range(n):
+                drug = DRUGS[rs.randint(len(DRUGS))]
+                text = " ".join(f"{drug.capitalize()} is prescribed daily. Patients on {drug} "
+                                "are monitored." for _ in range(rs.randint(1, 3)))
+                f.write(json.dumps({"text": text}) + "\n")
+    return d
+
+
+def load_config(**overrides):
+    spec = importlib.util.spec_from_file_location("pretrain_cfg",
+                                                  os.path.join(ROOT, "configs", "pretrain.py"))
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    c = mod.get_config()
+    for key, value in overrides.items():
+        node = c
+        *parents, leaf = key.split(".")
+        for p in parents:
+            node = node[p]
+        node[leaf] = value
+    return c
+
+
+def small(data, **kw):
+    base = {"data.sources": str(data / "train.jsonl"), "data.eval_sources": str(data / "eval.jsonl"),
+            "steps": 10, "batch_size": 8, "seq_len": 64, "logging.every": 1,
+            "logging.progress": False, "checkpoint.every": 5, "eval.every": 0,
+            "eval.at_start": False, "optimizer.warmup_steps": 2}
+    return load_config(**{**base, **kw})
+
+
+def losses(workdir):
+    with open(os.path.join(workdir, "metrics.jsonl")) as f:
+        rows = [json.loads(line) for line in f]
+    return {r["step"]: r["loss"] for r in rows if "loss" in r}
+
+
+def final_state(workdir, step):
+    with ocp.StandardCheckpointer() as c:
+        return c.restore(os.path.join(workdir, "checkpoints", str(step), "state"))
+
+
+MESH_8 = {"mesh.fsdp": 4, "mesh.tensor": 2}
+
+
+@pytest.fixture(scope="module")
+def straight(data, tmp_path_factory):
+    """The reference: 10 uninterrupted steps on 8 devices (fsdp=4, tensor=2)."""
+    workdir = tmp_path_factory.mktemp("straight")
+    run(small(data, **MESH_8), str(workdir))
+    return workdir
+
+
+def test_learns_and_is_deterministic(data, straight, tmp_path):
+    run(small(data, **MESH_8), str(tmp_path / "again"))
+    la, lb = losses(straight), losses(tmp_path / "again")
+    assert sorted(la) == list(range(1, 11))
+    assert la == lb
+    assert la[10] < la[1] - 1.0
+    rows = [json.loads(x) for x in open(straight / "metrics.jsonl")]
+    for key in ("grad_norm", "lr", "tokens_per_second", "step_time", "packing_efficiency"):
+        assert key in rows[-1]
+    assert os.listdir(straight / "tensorboard")
+
+
+def _cli(workdir, *flags, env_extra=None):
+    env = dict(os.environ, JAX_PLATFORMS="cpu", **(env_extra or {}))
+    cmd = [sys.executable, "-m", "medjax.train", "--config=configs/pretrain.py",
+           f"--workdir={workdir}", *flags]
+    return subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+
+
+def _flags(data, **kw):
+    base = {"data.sources": data / "train.jsonl", "data.eval_sources": data / "eval.jsonl",
+            "steps": 10, "batch_size": 8, "seq_len": 64, "logging.every": 1,
+            "checkpoint.every": 5, "eval.every": 0, "eval.at_start": False,
+            "optimizer.warmup_steps": 2, **MESH_8, **kw}
+    return [f"--config.{k}={v}" for k, v in base.items()]
+
+
+def _finish(proc):
+    out, err = proc.communicate(timeout=600)
+    assert proc.returncode == 0, err[-3000:]
+    return out
+
+
+def _assert_same_run(workdir, straight):
+    assert losses(workdir) == losses(straight)
+    a, b = final_state(straight, 10), final_state(workdir, 10)
+    jax.tree.map(lambda x, y: np.testing.assert_array_equal(np.asarray(x), np.asarray(y)),
+                 a["params"], b["params"])
+
+
+def _wait_for(predicate, timeout=300):
+    deadline = time.time() + timeout
+    while time.time() < deadline and not predicate():
+        time.sleep(0.1)
+    assert predicate(), "timed out"
+
+
+def test_sigterm_saves_and_restart_resumes_exactly(data, straight, tmp_path):
+    wd = tmp_path / "preempted"
+    proc = _cli(wd, *_flags(data))
+    _wait_for(lambda: (wd / "metrics.jsonl").exists() and len(losses(wd)) >= 3)
+    proc.send_signal(signal.SIGTERM)
+    _finish(proc)
+    saved = [int(d) for d in os.listdir(wd / "checkpoints") if d.isdigit()]
+    assert max(saved) < 10  # stopped early, with a checkpoint at the step it reached
+    assert sorted(losses(wd)) == list(range(1, max(saved) + 1))
+    _finish(_cli(wd, *_flags(data)))
+    _assert_same_run(wd, straight)
+
+
+def test_kill_minus_nine_then_resume(data, straight, tmp_path):
+    wd = tmp_path / "killed"
+    proc = _cli(wd, *_flags(data))
+    _wait_for(lambda: (wd / "checkpoints").exists() and any(
+        d.startswith("5") for d in os.listdir(wd / "checkpoints")))
+    time.sleep(0.5)  # somewhere in step 6-7 or still writing checkpoint 5
+    proc.send_signal(signal.SIGKILL)
+    proc.communicate()
+    _finish(_cli(wd, *_flags(data)))
+    _assert_same_run(wd, straight)
+
+
+def test_sharded_run_matches_one_device(data, straight, tmp_path):
+    """fsdp=4, tensor=2 on 8 devices vs one device (a fresh process without fake devices)."""
+    _finish(_cli(tmp_path / "one", *_flags(data, **{"mesh.fsdp": 1, "mesh.tensor": 1}),
+                 env_extra={"XLA_FLAGS": ""}))
+    l8, l1 = losses(straight), losses(tmp_path / "one")
+    assert sorted(l1) == list(range(1, 11))
+    for s in l1:
+        assert abs(l1[s] - l8[s]) < 1e-4 * max(1.0, abs(l1[s])), (s, l1[s], l8[s])
+
+
+def test_eval_at_start_equals_transformers_cross_entropy(data, tmp_path):
+    import torch
+    from medjax.data.tokenizer import get_tokenizer
+    hf_dir = tmp_path / "hf"
+    model = build_hf_model(hf_dir, "Llama", vocab_size=128256, hidden_size=32,
+                           intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+                           num_key_value_heads=2, initializer_range=0.05)
+    cfg = small(data, steps=0, **{"eval.at_start": True, "model.init_from": str(hf_dir),
+                                  "batch_size": 8})
+    got = run(cfg, str(tmp_path / "wd"))["eval/nll"]
+    tok = get_tokenizer("llama3")
+    total, count = 0.0, 0
+    for line in open(data / "eval.jsonl"):
+        ids = [tok.bos_id] + tok.encode(json.loads(line)["text"]) + [tok.eos_id]
+        with torch.no_grad():
+            logits = model(torch.tensor([ids])).logits[0, :-1].double()
+        nll = torch.nn.functional.cross_entropy(logits, torch.tensor(ids[1:]), reduction="sum")
+        total, count = total + float(nll), count + len(ids) - 1
+    np.testing.assert_allclose(got, total / count, rtol=1e-5)
