@@ -295,8 +295,14 @@ def init_params(config: ModelConfig, rng: jax.Array, *, mesh: Mesh | None = None
 # ------------------------------------------------------------------ forward
 def forward_hidden(config: ModelConfig, params: Params, input_ids: jax.Array, *,
                    segment_ids: jax.Array | None = None,
-                   positions: jax.Array | None = None) -> jax.Array:
-    """Final-norm hidden states [batch, length, hidden] in the compute dtype."""
+                   positions: jax.Array | None = None,
+                   neftune: tuple[float, jax.Array] | None = None) -> jax.Array:
+    """Final-norm hidden states [batch, length, hidden] in the compute dtype.
+
+    ``neftune=(alpha, rng)`` adds NEFTune noise to the input embeddings (for
+    training only): uniform in ``±alpha / sqrt(L * hidden)`` with ``L`` each
+    token's own document length (its segment's, when packed).
+    """
     input_ids = jnp.asarray(input_ids)
     if input_ids.ndim != 2:
         raise ValueError(f"input_ids must be [batch, length], got shape {input_ids.shape}")
@@ -310,6 +316,8 @@ def forward_hidden(config: ModelConfig, params: Params, input_ids: jax.Array, *,
     cos, sin = rope_tables(config, jnp.asarray(positions))
 
     x = Embed(config).apply({"params": params["embed"]}, input_ids)
+    if neftune is not None and neftune[0]:
+        x = _neftune(x, segment_ids, *neftune)
     x = constrain(x, ("batch", "length", "embed"))
     layer = DecoderLayer(config)
 
@@ -325,6 +333,19 @@ def forward_hidden(config: ModelConfig, params: Params, input_ids: jax.Array, *,
         for i in range(config.num_layers):
             x, _ = body(x, jax.tree.map(lambda p: p[i], params["layers"]))
     return FinalNorm(config).apply({"params": {"final_norm": params["final_norm"]}}, x)
+
+
+def _neftune(x_btd: jax.Array, segment_ids: jax.Array | None, alpha: float,
+             rng: jax.Array) -> jax.Array:
+    b, t, d = x_btd.shape
+    if segment_ids is None:
+        length = jnp.full((b, t), t, jnp.float32)
+    else:  # each token's own document length
+        counts = jax.vmap(lambda s: jnp.bincount(s, length=t + 1))(segment_ids)
+        length = jnp.take_along_axis(counts, segment_ids, axis=1).astype(jnp.float32)
+    scale = alpha / jnp.sqrt(length * d)
+    noise = jax.random.uniform(rng, x_btd.shape, jnp.float32, -1.0, 1.0) * scale[..., None]
+    return (x_btd.astype(jnp.float32) + noise).astype(x_btd.dtype)
 
 
 def lm_head_kernel(config: ModelConfig, params: Params) -> jax.Array:

@@ -194,6 +194,11 @@ def run(config, workdir: str) -> dict:
     if config.eval.at_start and start == 0 and config.data.eval_sources:
         log_eval(0)
 
+    bar = None
+    if jax.process_index() == 0 and config.logging.progress:
+        from tqdm import tqdm
+        bar = tqdm(total=config.steps, initial=start, desc="train", unit="step",
+                   dynamic_ncols=True)
     t_last, tokens_since, steps_since, real_since = time.perf_counter(), 0, 0, 0
     step = start
     with _Preemption() as preempt, jax.set_mesh(mesh):
@@ -207,6 +212,8 @@ def run(config, workdir: str) -> dict:
             state, metrics = step_fn(state, batch)
             step += 1
             steps_since += 1
+            if bar is not None:
+                bar.update(1)
             tokens_since += config.batch_size * config.seq_len
             real_since += int(np.sum(local["segment_ids"] != 0)) * jax.process_count()
 
@@ -224,9 +231,9 @@ def run(config, workdir: str) -> dict:
                 last.update(out)
                 log.info("step %d: loss %.4f, %.0f tokens/s", step, out["loss"],
                          out["tokens_per_second"])
-                if jax.process_index() == 0 and config.logging.progress:
-                    print(f"step {step}/{config.steps}  loss {out['loss']:.4f}  "
-                          f"{out['tokens_per_second']:.0f} tok/s", flush=True)
+                if bar is not None:
+                    bar.set_postfix(loss=f"{out['loss']:.4f}",
+                                    tok_s=f"{out['tokens_per_second']:.0f}", refresh=False)
                 t_last, tokens_since, steps_since, real_since = now, 0, 0, 0
             if config.eval.every and config.data.eval_sources and step % config.eval.every == 0:
                 log_eval(step)
@@ -238,6 +245,8 @@ def run(config, workdir: str) -> dict:
                 ckpt.save(step, state, data_iter, config_dict)
     if step > start and ckpt.latest_step() != step:
         ckpt.save(step, state, data_iter, config_dict, force=True)
+    if bar is not None:
+        bar.close()
     ckpt.wait()
     ckpt.close()
     writer.close()

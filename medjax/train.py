@@ -1,0 +1,36 @@
+"""python -m medjax.train --config=configs/pretrain.py --workdir=DIR [--config.key=value ...]
+
+Parses flags and calls ``medjax.training.run(config, workdir)``. Restarting the
+same command resumes from the newest complete checkpoint in WORKDIR.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+from absl import app, flags
+from ml_collections import config_flags
+
+FLAGS = flags.FLAGS
+config_flags.DEFINE_config_file("config", None, "Training config file (configs/*.py[:variant]).",
+                                lock_config=True)
+flags.DEFINE_string("workdir", "workdir", "Where checkpoints and metrics go.")
+flags.mark_flags_as_required(["config"])
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    logging.getLogger("medjax").setLevel(logging.INFO)
+    from medjax.data.text import DataError
+    from medjax.training import run
+    try:
+        last = run(FLAGS.config, FLAGS.workdir)
+    except (DataError, FileNotFoundError, FileExistsError, ValueError) as e:
+        sys.exit(f"medjax.train: error: {e}")
+    print("final:", {k: round(float(v), 4) for k, v in last.items()})
+
+
+if __name__ == "__main__":
+    app.run(main)
