@@ -14,7 +14,7 @@ from medjax.training.step import train_step
 
 
 def _opt(**kw):
-    return ml_collections.ConfigDict(dict(lr=1e-3, min_lr=1e-5, warmup_steps=2, b1=0.9, b2=0.95,
+    return ml_collections.ConfigDict(dict(lr=1e-3, min_lr=1e-5, warmup_steps=2.0, b1=0.9, b2=0.95,
                                           eps=1e-8, weight_decay=0.1, decay_embeddings=False,
                                           clip_norm=1.0, grad_accum=1, **kw))
 
