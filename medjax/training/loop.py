@@ -13,11 +13,12 @@ import logging
 import os
 import signal
 import time
+from typing import Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.sharding import NamedSharding, PartitionSpec as P
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from .. import models
 from ..data.text import text_pipeline
@@ -122,9 +123,18 @@ def evaluate(config, model_config, params, loss_fn, tokenizer, batch_sharding, e
     return {f"eval/{k}": v / weight for k, v in totals.items()}
 
 
-def run(config, workdir: str) -> dict:
-    """Trains according to ``config`` in ``workdir``; returns the last logged metrics."""
-    os.makedirs(workdir, exist_ok=True)
+class Setup(NamedTuple):
+    mesh: Mesh
+    model_config: models.ModelConfig
+    state: dict
+    state_sharding: dict
+    batch_sharding: NamedSharding
+    loss_fn: Callable
+    step_fn: Callable  # jitted train_step(state, batch) -> (state, metrics), state donated
+
+
+def setup(config, vocab_size: int) -> Setup:
+    """Mesh, model, sharded train state and the jitted step for ``config``."""
     mesh = make_mesh(config.mesh.data, config.mesh.fsdp, config.mesh.tensor)
     n_batch_shards = mesh.shape["data"] * mesh.shape["fsdp"]
     if config.batch_size % n_batch_shards or config.batch_size % jax.process_count():
@@ -134,10 +144,8 @@ def run(config, workdir: str) -> dict:
     if config.batch_size % accum:
         raise ValueError(f"batch_size={config.batch_size} is not divisible by "
                          f"optimizer.grad_accum={accum}")
-
-    tokenizer = get_tokenizer(config.data.tokenizer)
     with jax.set_mesh(mesh):
-        model_config, params = build_model(config, mesh, tokenizer.vocab_size)
+        model_config, params = build_model(config, mesh, vocab_size)
     loss_fn = make_loss_fn(config, model_config)
     tx = make_optimizer(config.optimizer, config.steps)
     schedule = make_schedule(config.optimizer, config.steps)
@@ -150,6 +158,20 @@ def run(config, workdir: str) -> dict:
         lambda x: x.sharding if isinstance(x.sharding, NamedSharding) else replicated, state)
     state = jax.device_put(state, state_sharding)
     batch_sharding = NamedSharding(mesh, P(("data", "fsdp"), None))
+    step_fn = jax.jit(
+        functools.partial(train_step, loss_fn=loss_fn, tx=tx, schedule=schedule,
+                          base_rng=jax.random.key(config.seed + 1), grad_accum=accum),
+        in_shardings=(state_sharding, batch_sharding), out_shardings=(state_sharding, None),
+        donate_argnums=0)
+    return Setup(mesh, model_config, state, state_sharding, batch_sharding, loss_fn, step_fn)
+
+
+def run(config, workdir: str) -> dict:
+    """Trains according to ``config`` in ``workdir``; returns the last logged metrics."""
+    os.makedirs(workdir, exist_ok=True)
+    tokenizer = get_tokenizer(config.data.tokenizer)
+    mesh, model_config, state, _, batch_sharding, loss_fn, step_fn = setup(
+        config, tokenizer.vocab_size)
 
     pipe = text_pipeline(config.data.sources, tokenizer, seq_len=config.seq_len,
                          batch_size=config.batch_size // jax.process_count(), seed=config.seed,
@@ -170,11 +192,6 @@ def run(config, workdir: str) -> dict:
                      if start >= config.steps else ""), flush=True)
     start = start or 0
 
-    step_fn = jax.jit(
-        functools.partial(train_step, loss_fn=loss_fn, tx=tx, schedule=schedule,
-                          base_rng=jax.random.key(config.seed + 1), grad_accum=accum),
-        in_shardings=(state_sharding, batch_sharding), out_shardings=(state_sharding, None),
-        donate_argnums=0)
     eval_fn = jax.jit(functools.partial(eval_step, loss_fn=loss_fn))
 
     writer = MetricsWriter(workdir, resume_step=start, tensorboard=config.logging.tensorboard)
