@@ -32,5 +32,18 @@ def main(argv):
     print("final:", {k: round(float(v), 4) for k, v in last.items()})
 
 
+def _parse_or_exit(argv):
+    """Parses flags; a bad flag or --config override is one clear line, not a traceback."""
+    try:
+        return FLAGS(argv)
+    except Exception as e:  # noqa: BLE001 - anything raised while reading the config
+        msg = e.args[0] if e.args and isinstance(e.args[0], str) else str(e)
+        msg = msg.replace("\\n", " ").replace("\\'", "'").strip("'\"")
+        if "Traceback" in msg:  # an exception inside a config file: keep its last line
+            msg = msg.strip().splitlines()[-1]
+        msg = " ".join(msg.split())
+        sys.exit(f"medjax.train: error: {msg}")
+
+
 if __name__ == "__main__":
-    app.run(main)
+    app.run(main, flags_parser=_parse_or_exit)

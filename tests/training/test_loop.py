@@ -182,3 +182,23 @@ def test_eval_at_start_equals_transformers_cross_entropy(data, tmp_path):
         nll = torch.nn.functional.cross_entropy(logits, torch.tensor(ids[1:]), reduction="sum")
         total, count = total + float(nll), count + len(ids) - 1
     np.testing.assert_allclose(got, total / count, rtol=1e-5)
+
+
+def test_config_variants_and_cli_errors(tmp_path):
+    c = load_config()
+    assert c.objective.name == "pretrain" and c.model.preset == "llama3_tiny"
+    spec = importlib.util.spec_from_file_location("p", os.path.join(ROOT, "configs", "pretrain.py"))
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    m = mod.get_config("mistral_7b")  # Internist.ai 7b's hyperparameters
+    assert (m.model.preset, m.optimizer.lr, m.optimizer.min_lr, m.seq_len) == (
+        "mistral_7b", 6e-6, 1e-8, 4096)
+    assert m.objective.neftune_alpha == 5 and m.optimizer.b2 == 0.95
+    for flag, expected in [("--config.optimizer.lrr=1", 'Did you mean "lr"'),
+                           ("--config.steps=abc", "config.steps"),
+                           (f"--config.data.sources={tmp_path}/none*.jsonl",
+                            "no file matches")]:
+        p = _cli(tmp_path / "wd", flag)
+        out, err = p.communicate(timeout=300)
+        assert p.returncode != 0 and expected in err, err[-2000:]
+        assert "Traceback" not in err
