@@ -22,6 +22,9 @@ flags.mark_flags_as_required(["config"])
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    from absl import logging as absl_logging
+    if not FLAGS["verbosity"].present:  # quiet library INFO logs; -v=0 shows them
+        absl_logging.set_verbosity(absl_logging.WARNING)
     logging.getLogger("medjax").setLevel(logging.INFO)
     from medjax.data.text import DataError
     from medjax.training import run

@@ -4,7 +4,7 @@
 it indexes line offsets once and reads a line when asked, so a large corpus is
 never loaded whole. Bad records raise ``DataError`` naming the file, line and
 field. The pipeline shards records by process, shuffles with a seed per epoch,
-tokenises with BOS/EOS, packs documents first-fit into ``seq_len`` rows with
+tokenises with BOS/EOS, cuts documents longer than ``seq_len`` into pieces, packs them first-fit into ``seq_len`` rows with
 ``segment_ids``/``positions`` and batches them; its iterator state is saved in
 checkpoints so a resumed run continues with exactly the next batch.
 """
@@ -100,12 +100,30 @@ class JsonlSource:
         return {self.field: value}
 
 
-def _tokenize(tokenizer, seq_len: int):
+def _tokenize(tokenizer):
     def fn(record):
         ids = [tokenizer.bos_id] + tokenizer.encode(record["text"]) + [tokenizer.eos_id]
-        ids = np.asarray(ids[:seq_len], np.int32)  # longer documents are truncated for now
+        ids = np.asarray(ids, np.int32)
         return {"input_ids": ids, "loss_mask": np.ones_like(ids)}
     return fn
+
+
+class SplitLong(grain_exp.FlatMapTransform):
+    """Cuts a tokenised document longer than ``seq_len`` into ``seq_len`` pieces.
+
+    Nothing is truncated away: each piece becomes its own packed segment
+    (positions restart), as in other pretraining stacks.
+    """
+
+    max_fan_out = 1 << 20
+
+    def __init__(self, seq_len: int):
+        self.seq_len = seq_len
+
+    def flat_map(self, example):
+        n = len(example["input_ids"])
+        return [{k: v[start:start + self.seq_len] for k, v in example.items()}
+                for start in range(0, n, self.seq_len)]
 
 
 def _rename(batch):
@@ -133,7 +151,8 @@ def text_pipeline(sources, tokenizer, *, seq_len: int, batch_size: int, seed: in
     if shuffle:
         ds = ds.shuffle(seed=seed)
     ds = ds.repeat(num_epochs)
-    ds = ds.map(_tokenize(tokenizer, seq_len)).to_iter_dataset()
+    ds = ds.map(_tokenize(tokenizer)).to_iter_dataset()
+    ds = grain_exp.FlatMapIterDataset(ds, SplitLong(seq_len))
     ds = grain_exp.FirstFitPackIterDataset(
         ds, length_struct={"input_ids": seq_len, "loss_mask": seq_len},
         num_packing_bins=batch_size, seed=seed, shuffle_bins=shuffle)
