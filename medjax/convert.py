@@ -28,7 +28,6 @@ def convert(to: str, src: str, dst: str, *, dtype: str | None = None,
             max_shard_size: int = 5 * 2**30, overwrite: bool = False) -> None:
     from medjax.models import load_hf, save_hf
     from medjax.models.checkpoint import load_model, save_model
-    from medjax.models.config import ModelConfig
 
     if to == "medjax":
         if dtype is None:  # keep the checkpoint's own dtype
@@ -47,7 +46,6 @@ def convert(to: str, src: str, dst: str, *, dtype: str | None = None,
     else:
         overrides = {"param_dtype": dtype} if dtype else {}
         config, params = load_model(src, **overrides)
-        assert isinstance(config, ModelConfig)
         save_hf(config, params, dst, max_shard_size=max_shard_size, overwrite=overwrite)
 
 

@@ -59,15 +59,12 @@ def build_model(config, mesh, vocab_size: int):
 
 
 def make_loss_fn(config, model_config):
+    """The objective as ``loss_fn(params, batch, rng) -> (loss, metrics)``."""
     o = config.objective
     if o.name != "pretrain":
         raise ValueError(f"objective.name={o.name!r} is not available yet (known: 'pretrain')")
-    return functools.partial(_lm_loss, model_config, z_loss=o.z_loss,
+    return functools.partial(lm_loss, model_config, z_loss=o.z_loss,
                              neftune_alpha=o.neftune_alpha, chunk_size=o.loss_chunk_size)
-
-
-def _lm_loss(model_config, params, batch, rng, **kw):
-    return lm_loss(model_config, params, batch, rng, **kw)
 
 
 class _Preemption:
@@ -98,7 +95,7 @@ def _global_batch(local: dict, sharding) -> dict:
             for k, v in local.items()}
 
 
-def evaluate(config, model_config, params, loss_fn, tokenizer, batch_sharding, eval_fn):
+def evaluate(config, params, tokenizer, batch_sharding, eval_fn):
     """Token-weighted mean eval metrics over ``eval.batches`` batches (or the whole set)."""
     pipe = text_pipeline(config.data.eval_sources, tokenizer, seq_len=config.seq_len,
                          batch_size=config.batch_size // jax.process_count(), seed=config.seed,
@@ -202,8 +199,7 @@ def run(config, workdir: str) -> dict:
 
     def log_eval(step):
         with jax.set_mesh(mesh):
-            m = evaluate(config, model_config, state["params"], loss_fn, tokenizer,
-                         batch_sharding, eval_fn)
+            m = evaluate(config, state["params"], tokenizer, batch_sharding, eval_fn)
         writer.write(step, m)
         last.update(m)
         log.info("step %d: %s", step, m)

@@ -43,10 +43,11 @@ class MetricsWriter:
         self._tb = None
         if not self.enabled:
             return
-        # Entries past the checkpoint we resume from will be recomputed: drop them.
+        # Entries past the checkpoint we resume from will be recomputed: drop them
+        # (all of them when there is no checkpoint to resume from).
         if os.path.exists(self.path):
             with open(self.path) as f:
-                kept = [line for line in f if line.strip()
+                kept = [line for line in f if resume_step and line.strip()
                         and json.loads(line).get("step", 0) <= resume_step]
             with open(self.path, "w") as f:
                 f.writelines(kept)

@@ -67,3 +67,23 @@ def test_weight_decay_skips_norms_and_optionally_embeddings():
     assert not mask["layers"]["attn_norm"]["scale"] and not mask["final_norm"]["scale"]
     assert not mask["embed"]["embedding"]
     assert decay_mask(params, decay_embeddings=True)["embed"]["embedding"]
+
+
+def test_mixed_precision_keeps_float32_master_weights():
+    """bf16 compute, float32 parameters and optimizer state; close to the float32 step."""
+    config = get_preset("llama3_tiny")
+    params = init_params(config, jax.random.key(0))
+    ids = jnp.asarray(np.random.RandomState(2).randint(0, config.vocab_size, (4, 16)))
+    tx = make_optimizer(_opt(), 10)
+    state = {"step": jnp.zeros((), jnp.int32), "params": params, "opt_state": tx.init(params)}
+    out = {}
+    for dtype in ("float32", "bfloat16"):
+        step = jax.jit(functools.partial(
+            train_step, loss_fn=functools.partial(lm_loss, config.replace(dtype=dtype)), tx=tx,
+            schedule=make_schedule(_opt(), 10), base_rng=jax.random.key(1)))
+        out[dtype] = step(state, {"input_ids": ids})
+    (s32, m32), (s16, m16) = out["float32"], out["bfloat16"]
+    assert all(x.dtype == jnp.float32 for x in jax.tree.leaves(s16["params"]))
+    assert all(x.dtype in (jnp.float32, jnp.int32) for x in jax.tree.leaves(s16["opt_state"]))
+    np.testing.assert_allclose(m16["loss"], m32["loss"], rtol=2e-2)
+    assert float(m16["loss"]) != float(m32["loss"])  # the compute really ran in bf16
