@@ -35,9 +35,16 @@ def get_config(arg=None):
     c.model.attention = "xla"
 
     c.data = ml_collections.ConfigDict()
-    c.data.sources = os.path.join(SAMPLES, "pretrain.jsonl")  # comma-separated paths / globs
+    # Paths/globs (comma-separated), or a mixture: [{"path": ..., "weight": ..., "format": ...}]
+    c.data.sources = os.path.join(SAMPLES, "pretrain.jsonl")
     c.data.eval_sources = os.path.join(SAMPLES, "pretrain_eval.jsonl")
-    c.data.tokenizer = "llama3"
+    c.data.format = "auto"  # text | messages | sharegpt | alpaca | preference | kto | auto
+    c.data.tokenizer = "llama3"  # llama3 | mistral | a Hugging Face tokenizer directory
+    c.data.template = "llama3"  # chat template: llama3 | mistral | alpaca | hf
+    c.data.on_bad_record = "error"  # error: stop before training; skip: skip and count
+    c.data.max_bad_fraction = 0.01
+    c.data.max_prompt_length = 512  # preference / KTO prompts
+    c.data.truncation_mode = "keep_end"  # which end of a long prompt to keep: keep_start|keep_end
 
     c.objective = ml_collections.ConfigDict()
     c.objective.name = "pretrain"

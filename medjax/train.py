@@ -26,7 +26,7 @@ def main(argv):
     if not FLAGS["verbosity"].present:  # quiet library INFO logs; -v=0 shows them
         absl_logging.set_verbosity(absl_logging.WARNING)
     logging.getLogger("medjax").setLevel(logging.INFO)
-    from medjax.data.text import DataError
+    from medjax.data.sources import DataError
     from medjax.training import run
     try:
         last = run(FLAGS.config, FLAGS.workdir)

@@ -21,7 +21,7 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from .. import models
-from ..data.text import text_pipeline
+from ..data.pipeline import pipeline_from_config
 from ..data.tokenizer import get_tokenizer
 from ..models.checkpoint import is_model_checkpoint, load_model
 from ..objectives import lm_loss
@@ -95,12 +95,11 @@ def _global_batch(local: dict, sharding) -> dict:
             for k, v in local.items()}
 
 
-def evaluate(config, params, tokenizer, batch_sharding, eval_fn):
+def evaluate(config, params, tokenizer, template, batch_sharding, eval_fn):
     """Token-weighted mean eval metrics over ``eval.batches`` batches (or the whole set)."""
-    pipe = text_pipeline(config.data.eval_sources, tokenizer, seq_len=config.seq_len,
-                         batch_size=config.batch_size // jax.process_count(), seed=config.seed,
-                         num_epochs=1, shuffle=False, drop_remainder=False,
-                         process_index=jax.process_index(), process_count=jax.process_count())
+    pipe = pipeline_from_config(config, tokenizer, template, eval=True,
+                                process_index=jax.process_index(),
+                                process_count=jax.process_count())
     rows = config.batch_size // jax.process_count()
     totals, weight = {}, 0.0
     for i, local in enumerate(pipe):
@@ -170,10 +169,9 @@ def run(config, workdir: str) -> dict:
     mesh, model_config, state, _, batch_sharding, loss_fn, step_fn = setup(
         config, tokenizer.vocab_size)
 
-    pipe = text_pipeline(config.data.sources, tokenizer, seq_len=config.seq_len,
-                         batch_size=config.batch_size // jax.process_count(), seed=config.seed,
-                         num_epochs=config.epochs or None, process_index=jax.process_index(),
-                         process_count=jax.process_count())
+    template = None  # chat templates arrive with SFT
+    pipe = pipeline_from_config(config, tokenizer, template, process_index=jax.process_index(),
+                                process_count=jax.process_count())
     data_iter = iter(pipe)
 
     ckpt = Checkpointer(os.path.join(workdir, "checkpoints"), keep=config.checkpoint.keep,
@@ -199,7 +197,7 @@ def run(config, workdir: str) -> dict:
 
     def log_eval(step):
         with jax.set_mesh(mesh):
-            m = evaluate(config, state["params"], tokenizer, batch_sharding, eval_fn)
+            m = evaluate(config, state["params"], tokenizer, template, batch_sharding, eval_fn)
         writer.write(step, m)
         last.update(m)
         log.info("step %d: %s", step, m)

@@ -1,0 +1,210 @@
+"""Record formats: raw JSON-like records -> normalised examples, with validation.
+
+Every parser takes a record (a dict) and returns a normalised example or raises
+``FormatError(field, message)``; the source adds the file and line. Formats
+(``data.format``, or ``auto`` to detect from the fields):
+
+  text        {"text": str}                                   -> {"text"}
+  messages    {"messages": [{"role", "content"}, ...]}       -> {"messages"}
+  sharegpt    {"conversations": [{"from", "value"}, ...]}    -> {"messages"}
+  alpaca      {"instruction", "input"?, "output"}            -> {"messages", "alpaca"}
+  preference  {"prompt"?, "chosen", "rejected"}              -> {"prompt", "chosen", "rejected"}
+              (strings or message lists; without "prompt", chosen/rejected are
+              full conversations whose last message is the assistant response)
+  kto         {"prompt", "completion", "label": bool}        -> {"prompt", "completion", "label"}
+
+Normalised conversations are lists of ``{"role": "system"|"user"|"assistant",
+"content": str}``; preference/KTO prompts are conversations ending with a user
+turn and responses are assistant strings.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+ROLES = ("system", "user", "assistant")
+SHAREGPT_ROLES = {"system": "system", "human": "user", "user": "user", "gpt": "assistant",
+                  "assistant": "assistant"}
+
+
+class FormatError(ValueError):
+    """A record that does not match its format; ``field`` names the offending field."""
+
+    def __init__(self, field: str, message: str):
+        super().__init__(f"field '{field}': {message}")
+        self.field = field
+
+
+def _string(record: dict, field: str, *, allow_empty: bool = False) -> str:
+    value = record.get(field)
+    if value is None:
+        raise FormatError(field, "is missing")
+    if not isinstance(value, str):
+        raise FormatError(field, f"is {type(value).__name__}, expected a string")
+    if not allow_empty and not value.strip():
+        raise FormatError(field, "is empty")
+    return value
+
+
+def check_conversation(messages: list, field: str, *, ends_with: str | None = "assistant") -> list:
+    """Validates roles and contents; returns the list of {role, content} dicts."""
+    if not isinstance(messages, list) or not messages:
+        raise FormatError(field, "must be a non-empty list of messages")
+    out = []
+    for i, m in enumerate(messages):
+        where = f"{field}[{i}]"
+        if not isinstance(m, dict):
+            raise FormatError(where, f"is {type(m).__name__}, expected an object")
+        role = m.get("role")
+        if role not in ROLES:
+            raise FormatError(f"{where}.role", f"{role!r} is not one of {ROLES}")
+        content = m.get("content")
+        if not isinstance(content, str):
+            raise FormatError(f"{where}.content", "is missing or not a string")
+        if role == "assistant" and not content.strip():
+            raise FormatError(f"{where}.content", "empty assistant response")
+        if role == "system" and i != 0:
+            raise FormatError(f"{where}.role", "a system message must come first")
+        out.append({"role": role, "content": content})
+    turns = [m["role"] for m in out if m["role"] != "system"]
+    for i, role in enumerate(turns):
+        expected = "user" if i % 2 == 0 else "assistant"
+        if role != expected:
+            raise FormatError(field, f"roles must alternate user/assistant after an optional "
+                              f"system message; turn {i} is {role!r}")
+    if ends_with and (not turns or turns[-1] != ends_with):
+        raise FormatError(field, f"the last message must be from the {ends_with}")
+    return out
+
+
+def parse_text(record: dict) -> dict:
+    return {"text": _string(record, "text")}
+
+
+def parse_messages(record: dict) -> dict:
+    return {"messages": check_conversation(record.get("messages"), "messages")}
+
+
+def parse_sharegpt(record: dict) -> dict:
+    conv = record.get("conversations")
+    if not isinstance(conv, list) or not conv:
+        raise FormatError("conversations", "must be a non-empty list of turns")
+    messages = []
+    for i, turn in enumerate(conv):
+        if not isinstance(turn, dict):
+            raise FormatError(f"conversations[{i}]", "expected an object")
+        role = SHAREGPT_ROLES.get(turn.get("from"))
+        if role is None:
+            raise FormatError(f"conversations[{i}].from", f"{turn.get('from')!r} is not one of "
+                              f"{sorted(SHAREGPT_ROLES)}")
+        messages.append({"role": role, "content": turn.get("value")})
+    try:
+        return {"messages": check_conversation(messages, "conversations")}
+    except FormatError as e:  # report ShareGPT's own field names
+        raise FormatError(e.field.replace(".role", ".from").replace(".content", ".value"),
+                          str(e).split(": ", 1)[1]) from None
+
+
+def parse_alpaca(record: dict) -> dict:
+    instruction = _string(record, "instruction")
+    inp = record.get("input") or ""
+    if not isinstance(inp, str):
+        raise FormatError("input", f"is {type(inp).__name__}, expected a string")
+    output = _string(record, "output")
+    user = instruction if not inp.strip() else f"{instruction}\n\n{inp}"
+    return {"messages": [{"role": "user", "content": user},
+                         {"role": "assistant", "content": output}],
+            "alpaca": {"instruction": instruction, "input": inp, "output": output}}
+
+
+def _prompt(value: Any, field: str) -> list:
+    if isinstance(value, str):
+        if not value.strip():
+            raise FormatError(field, "is empty")
+        return [{"role": "user", "content": value}]
+    return check_conversation(value, field, ends_with="user")
+
+
+def _response(value: Any, field: str) -> str:
+    if isinstance(value, str):
+        if not value.strip():
+            raise FormatError(field, "empty response")
+        return value
+    msgs = check_conversation(value, field, ends_with="assistant") if isinstance(value, list) \
+        else None
+    if msgs is None or len(msgs) != 1:
+        raise FormatError(field, "expected a string or a single assistant message")
+    return msgs[0]["content"]
+
+
+def parse_preference(record: dict) -> dict:
+    for f in ("chosen", "rejected"):
+        if f not in record:
+            raise FormatError(f, "is missing")
+    if "prompt" in record:
+        prompt = _prompt(record["prompt"], "prompt")
+        return {"prompt": prompt, "chosen": _response(record["chosen"], "chosen"),
+                "rejected": _response(record["rejected"], "rejected")}
+    # Full conversations: shared prompt, different last assistant message.
+    chosen = check_conversation(record["chosen"], "chosen")
+    rejected = check_conversation(record["rejected"], "rejected")
+    if chosen[:-1] != rejected[:-1]:
+        raise FormatError("rejected", "chosen and rejected conversations must share every "
+                          "message but the last")
+    if len(chosen) < 2:
+        raise FormatError("chosen", "a full conversation needs a prompt before the response")
+    return {"prompt": chosen[:-1], "chosen": chosen[-1]["content"],
+            "rejected": rejected[-1]["content"]}
+
+
+def parse_kto(record: dict) -> dict:
+    label = record.get("label")
+    if not isinstance(label, bool):
+        raise FormatError("label", f"is {label!r}, expected true or false")
+    if "completion" not in record:
+        raise FormatError("completion", "is missing")
+    if "prompt" not in record:
+        raise FormatError("prompt", "is missing")
+    return {"prompt": _prompt(record["prompt"], "prompt"),
+            "completion": _response(record["completion"], "completion"), "label": label}
+
+
+PARSERS: dict[str, Callable[[dict], dict]] = {
+    "text": parse_text, "messages": parse_messages, "sharegpt": parse_sharegpt,
+    "alpaca": parse_alpaca, "preference": parse_preference, "kto": parse_kto,
+}
+# Which normalised kinds an objective can train on.
+KIND = {"text": "text", "messages": "chat", "sharegpt": "chat", "alpaca": "chat",
+        "preference": "preference", "kto": "kto"}
+
+
+def detect_format(record: dict) -> str:
+    """The format of a record from its fields (for ``data.format = "auto"``)."""
+    if not isinstance(record, dict):
+        raise FormatError("(record)", f"expected a JSON object, got {type(record).__name__}")
+    keys = set(record)
+    if "chosen" in keys and "rejected" in keys:
+        return "preference"
+    if "label" in keys and "completion" in keys:
+        return "kto"
+    if "conversations" in keys:
+        return "sharegpt"
+    if "messages" in keys:
+        return "messages"
+    if "instruction" in keys and "output" in keys:
+        return "alpaca"
+    if "text" in keys:
+        return "text"
+    raise FormatError("(record)", f"cannot tell the format from fields {sorted(keys)}; set "
+                      "data.format (text, messages, sharegpt, alpaca, preference, kto)")
+
+
+def parse(record: dict, fmt: str = "auto") -> tuple[str, dict]:
+    """(format, normalised example) of ``record``."""
+    if not isinstance(record, dict):
+        raise FormatError("(record)", f"expected a JSON object, got {type(record).__name__}")
+    if fmt == "auto":
+        fmt = detect_format(record)
+    if fmt not in PARSERS:
+        raise ValueError(f"data.format: unknown format {fmt!r} (known: auto, {', '.join(PARSERS)})")
+    return fmt, PARSERS[fmt](record)

@@ -1,0 +1,264 @@
+"""One pipeline builder for every objective; formats differ only in how they parse.
+
+  sources (JSONL / Parquet / ArrayRecord, globs, weighted mixture)
+  -> this process's shard -> validation pass (bad records: stop, or skip and count)
+  -> per-source seeded shuffle, explicit epochs -> weighted mix
+  -> parse (formats.py) -> tokenize (objective) -> pack (pretrain, sft) or pad (preference)
+  -> batch
+
+Batches are dicts of numpy arrays for this process:
+  pretrain / sft: input_ids, segment_ids, positions, loss_mask  [rows, seq_len]
+  preference:     input_ids, segment_ids, positions, loss_mask  [rows, 2, seq_len]
+                  (chosen at [:, 0], rejected at [:, 1]: one forward pass serves both)
+The iterator is a Grain ``DatasetIterator``: ``get_state``/``set_state`` (and
+Orbax through ``grain.checkpoint``) resume with exactly the next example.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from typing import Any, Sequence
+
+import grain
+import numpy as np
+from grain import experimental as grain_exp
+
+from .formats import KIND, FormatError, parse
+from .sources import ConcatSource, DataError, expand_sources
+
+log = logging.getLogger(__name__)
+
+# The record kind each objective trains on.
+OBJECTIVE_KIND = {"pretrain": "text", "sft": "chat", "dpo": "preference", "reward": "preference",
+                  "kto": "kto"}
+
+
+@dataclasses.dataclass
+class SourceSpec:
+    path: str
+    weight: float = 1.0
+    format: str = ""  # empty: data.format
+
+
+def source_specs(sources: Any) -> list[SourceSpec]:
+    """``data.sources``: a comma-separated string of paths/globs (one source), or a list
+    of ``{path, weight, format}`` mappings (a weighted mixture)."""
+    if isinstance(sources, str):
+        return [SourceSpec(sources)]
+    specs = []
+    for i, s in enumerate(sources or ()):
+        if isinstance(s, str):
+            specs.append(SourceSpec(s))
+            continue
+        s = dict(s)
+        unknown = set(s) - {"path", "weight", "format"}
+        if unknown or "path" not in s:
+            raise DataError(f"data.sources[{i}]: expected keys path, weight, format; got "
+                            f"{sorted(s)}")
+        specs.append(SourceSpec(str(s["path"]), float(s.get("weight", 1.0)),
+                                str(s.get("format", "") or "")))
+    if not specs:
+        raise DataError("data.sources is empty")
+    return specs
+
+
+@dataclasses.dataclass
+class BadRecords:
+    count: int = 0
+    total: int = 0
+    examples: list = dataclasses.field(default_factory=list)
+
+
+class ValidatedSource:
+    """A source's records for this process, checked once before training.
+
+    Item ``i`` is ``(where, format, example)`` for the ``i``-th good record.
+    """
+
+    def __init__(self, spec: SourceSpec, data_cfg, kind: str, process_index: int,
+                 process_count: int):
+        self.source = ConcatSource(expand_sources(spec.path))
+        self.format = spec.format or data_cfg.format
+        indices = range(process_index, len(self.source), process_count)
+        self.bad = BadRecords(total=len(indices))
+        self.good: list[int] = []
+        for i in indices:
+            where, record = self.source[i]
+            try:
+                if isinstance(record, DataError):
+                    raise record
+                fmt, _ = parse(record, self.format)
+                if KIND[fmt] != kind:
+                    raise DataError(f"{where}: a {fmt!r} record cannot train a {kind!r} "
+                                    f"objective (set data.format or use other data)")
+            except (FormatError, DataError) as e:
+                msg = str(e) if isinstance(e, DataError) else f"{where}: {e}"
+                if data_cfg.on_bad_record == "error":
+                    raise DataError(msg + " (data.on_bad_record='skip' skips such records)") \
+                        from None
+                self.bad.count += 1
+                if len(self.bad.examples) < 5:
+                    self.bad.examples.append(msg)
+                continue
+            self.good.append(i)
+        if self.bad.count:
+            frac = self.bad.count / max(self.bad.total, 1)
+            log.warning("%s: skipped %d of %d bad records (%.1f%%); first: %s", spec.path,
+                        self.bad.count, self.bad.total, 100 * frac, self.bad.examples)
+            if frac > data_cfg.max_bad_fraction:
+                raise DataError(f"{spec.path}: {self.bad.count} of {self.bad.total} records are "
+                                f"bad ({frac:.1%} > data.max_bad_fraction="
+                                f"{data_cfg.max_bad_fraction}); first: {self.bad.examples[:3]}")
+        if not self.good:
+            raise DataError(f"{spec.path}: no usable records for process {process_index}")
+
+    def __len__(self):
+        return len(self.good)
+
+    def __getitem__(self, i):
+        where, record = self.source[self.good[i]]
+        fmt, example = parse(record, self.format)
+        example["where"] = where
+        return example
+
+
+# --------------------------------------------------------------- tokenizing
+@dataclasses.dataclass(frozen=True)
+class TokenizeOptions:
+    seq_len: int
+    max_prompt_length: int
+    truncation_mode: str  # "keep_start" | "keep_end": which end of a long prompt to keep
+
+
+class Tokenize(grain.transforms.Map):
+    """example -> token arrays for one objective (None: dropped, e.g. prompt too long)."""
+
+    def __init__(self, kind: str, tokenizer, template, options: TokenizeOptions):
+        self.kind, self.tok, self.template, self.opt = kind, tokenizer, template, options
+
+    def map(self, ex):
+        if self.kind == "text":
+            ids = np.asarray([self.tok.bos_id] + self.tok.encode(ex["text"]) + [self.tok.eos_id],
+                             np.int32)
+            return {"input_ids": ids, "loss_mask": np.ones_like(ids)}
+        if self.kind == "chat":
+            ids, mask = self.template.encode_conversation(ex["messages"],
+                                                          alpaca=ex.get("alpaca"))
+            return {"input_ids": np.asarray(ids, np.int32), "loss_mask": np.asarray(mask, np.int32)}
+        if self.kind == "preference":
+            return self._pair(ex)
+        raise ValueError(f"no tokenizer for record kind {self.kind!r}")
+
+    def _prompt(self, messages):
+        ids = list(self.template.encode_prompt(messages))
+        limit = self.opt.max_prompt_length
+        if len(ids) > limit:
+            ids = ids[:limit] if self.opt.truncation_mode == "keep_start" else ids[-limit:]
+        return ids
+
+    def _pair(self, ex):
+        prompt = self._prompt(ex["prompt"])
+        room = self.opt.seq_len - len(prompt)
+        if room < 1:
+            return None  # the prompt alone does not fit: dropped and counted
+        rows, masks = [], []
+        for key in ("chosen", "rejected"):
+            resp = list(self.template.encode_response(ex[key]))[:room]
+            rows.append(prompt + resp)
+            masks.append([0] * len(prompt) + [1] * len(resp))
+        out = {"input_ids": np.zeros((2, self.opt.seq_len), np.int32),
+               "loss_mask": np.zeros((2, self.opt.seq_len), np.int32),
+               "segment_ids": np.zeros((2, self.opt.seq_len), np.int32),
+               "positions": np.zeros((2, self.opt.seq_len), np.int32)}
+        for r, (ids, mask) in enumerate(zip(rows, masks)):
+            n = len(ids)
+            out["input_ids"][r, :n] = ids
+            out["loss_mask"][r, :n] = mask
+            out["segment_ids"][r, :n] = 1
+            out["positions"][r, :n] = np.arange(n)
+        return out
+
+
+class SplitLong(grain_exp.FlatMapTransform):
+    """Cuts a tokenised document longer than ``seq_len`` into ``seq_len`` pieces.
+
+    Nothing is truncated away: each piece becomes its own packed segment.
+    """
+
+    max_fan_out = 1 << 20
+
+    def __init__(self, seq_len: int):
+        self.seq_len = seq_len
+
+    def flat_map(self, example):
+        n = len(example["input_ids"])
+        return [{k: v[start:start + self.seq_len] for k, v in example.items()}
+                for start in range(0, n, self.seq_len)]
+
+
+def _rename_packed(batch):
+    return {"input_ids": batch["input_ids"], "segment_ids": batch["input_ids_segment_ids"],
+            "positions": batch["input_ids_positions"], "loss_mask": batch["loss_mask"]}
+
+
+def build_pipeline(data_cfg, tokenizer, template, *, objective: str, seq_len: int,
+                   batch_size: int, seed: int, sources: Any = None,
+                   num_epochs: int | None = None, shuffle: bool = True,
+                   drop_remainder: bool = True, process_index: int = 0,
+                   process_count: int = 1) -> grain.IterDataset:
+    """The batches this process feeds to ``objective`` (see the module docstring).
+
+    ``batch_size`` is this process's rows per batch; ``num_epochs`` None repeats
+    forever; ``sources`` defaults to ``data_cfg.sources``.
+    """
+    kind = OBJECTIVE_KIND.get(objective)
+    if kind is None:
+        raise ValueError(f"objective.name: unknown objective {objective!r} "
+                         f"(known: {sorted(OBJECTIVE_KIND)})")
+    specs = source_specs(data_cfg.sources if sources is None else sources)
+    parts = []
+    for k, spec in enumerate(specs):
+        ds = grain.MapDataset.source(
+            ValidatedSource(spec, data_cfg, kind, process_index, process_count))
+        if shuffle:
+            ds = ds.shuffle(seed=seed + k)
+        parts.append(ds.repeat(num_epochs))
+    ds = parts[0] if len(parts) == 1 else grain.MapDataset.mix(
+        parts, weights=[s.weight for s in specs])
+    options = TokenizeOptions(seq_len, data_cfg.max_prompt_length, data_cfg.truncation_mode)
+    it = ds.map(Tokenize(kind, tokenizer, template, options)).to_iter_dataset()
+    it = it.filter(lambda x: x is not None)
+    if kind in ("text", "chat"):
+        if kind == "text":
+            it = grain_exp.FlatMapIterDataset(it, SplitLong(seq_len))
+        else:  # an SFT conversation longer than seq_len keeps its start
+            it = it.map(lambda x: {k: v[:seq_len] for k, v in x.items()})
+        it = grain_exp.FirstFitPackIterDataset(
+            it, length_struct={"input_ids": seq_len, "loss_mask": seq_len},
+            num_packing_bins=batch_size, seed=seed, shuffle_bins=shuffle)
+        return it.batch(batch_size, drop_remainder=drop_remainder).map(_rename_packed)
+    return it.batch(batch_size, drop_remainder=drop_remainder)
+
+
+def pipeline_from_config(config, tokenizer, template, *, eval: bool = False,
+                         process_index: int = 0, process_count: int = 1) -> grain.IterDataset:
+    """The training (or evaluation) pipeline for a full training config."""
+    rows = config.batch_size // process_count
+    if eval:
+        return build_pipeline(config.data, tokenizer, template, objective=config.objective.name,
+                              seq_len=config.seq_len, batch_size=rows, seed=config.seed,
+                              sources=config.data.eval_sources, num_epochs=1, shuffle=False,
+                              drop_remainder=False, process_index=process_index,
+                              process_count=process_count)
+    return build_pipeline(config.data, tokenizer, template, objective=config.objective.name,
+                          seq_len=config.seq_len, batch_size=rows, seed=config.seed,
+                          num_epochs=config.epochs or None, process_index=process_index,
+                          process_count=process_count)
+
+
+def packing_efficiency(batch: dict) -> float:
+    return float(np.mean(np.asarray(batch["segment_ids"]) != 0))
+
+
+__all__: Sequence[str] = ["build_pipeline", "pipeline_from_config", "source_specs", "DataError"]

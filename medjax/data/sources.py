@@ -1,0 +1,154 @@
+"""Random-access record sources: JSONL (also .jsonl.gz), Parquet, ArrayRecord.
+
+A source's item ``i`` is ``(where, record)``: ``where`` is ``"file:line"`` (or
+``"file#row"``), ``record`` the decoded dict, or a ``DataError`` instance when
+the bytes are not a JSON object (bad JSON, bad UTF-8), so that the caller can
+decide to stop or to skip and count. Files are indexed once and read lazily,
+so a large corpus is never loaded whole (gzip files excepted: they cannot seek).
+ArrayRecord records are UTF-8 JSON objects, one per record.
+"""
+
+from __future__ import annotations
+
+import glob
+import gzip
+import json
+import os
+from typing import Sequence
+
+
+class DataError(ValueError):
+    """Bad input data: the message names the file, line and field."""
+
+
+def expand_sources(sources: str | Sequence[str]) -> list[str]:
+    """Comma-separated (or listed) paths and glob patterns -> sorted file list."""
+    items = [s.strip() for s in sources.split(",")] if isinstance(sources, str) else list(sources)
+    files = []
+    for pattern in filter(None, items):
+        matches = sorted(glob.glob(os.path.expanduser(pattern)))
+        if not matches:
+            raise DataError(f"{pattern}: no file matches this data source")
+        files.extend(matches)
+    if not files:
+        raise DataError("no data sources given")
+    return files
+
+
+def _decode(raw: bytes, where: str):
+    try:
+        record = json.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError as e:
+        return DataError(f"{where}: not valid UTF-8 ({e.reason} at byte {e.start})")
+    except json.JSONDecodeError as e:
+        return DataError(f"{where}: malformed JSON ({e.msg} at column {e.colno})")
+    if not isinstance(record, dict):
+        return DataError(f"{where}: expected a JSON object, got {type(record).__name__}")
+    return record
+
+
+class JsonlSource:
+    def __init__(self, path: str):
+        self.path = path
+        self._lines: list[bytes] | None = None
+        self._index: list[tuple[int, int]] = []  # (line number, byte offset or line index)
+        if path.endswith(".gz"):
+            with gzip.open(path, "rb") as fh:
+                self._lines = fh.read().splitlines()
+            self._index = [(n + 1, n) for n, line in enumerate(self._lines) if line.strip()]
+            return
+        with open(path, "rb") as fh:
+            offset = 0
+            for n, line in enumerate(fh, 1):
+                if line.strip():
+                    self._index.append((n, offset))
+                offset += len(line)
+
+    def __len__(self):
+        return len(self._index)
+
+    def __getitem__(self, i):
+        lineno, pos = self._index[i]
+        if self._lines is not None:
+            raw = self._lines[pos]
+        else:
+            with open(self.path, "rb") as fh:
+                fh.seek(pos)
+                raw = fh.readline()
+        where = f"{self.path}:{lineno}"
+        return where, _decode(raw, where)
+
+
+class ParquetSource:
+    def __init__(self, path: str):
+        try:
+            import pyarrow.parquet as pq
+        except ImportError:  # pragma: no cover - pyarrow is a dependency
+            raise DataError(f"{path}: reading Parquet needs pyarrow") from None
+        self.path = path
+        self._file = pq.ParquetFile(path)
+        self._starts = []
+        n = 0
+        for g in range(self._file.num_row_groups):
+            self._starts.append(n)
+            n += self._file.metadata.row_group(g).num_rows
+        self._len = n
+        self._cache: tuple[int, list[dict]] | None = None
+
+    def __len__(self):
+        return self._len
+
+    def __getitem__(self, i):
+        import bisect
+        g = bisect.bisect_right(self._starts, i) - 1
+        if self._cache is None or self._cache[0] != g:
+            self._cache = (g, self._file.read_row_group(g).to_pylist())
+        return f"{self.path}#{i}", self._cache[1][i - self._starts[g]]
+
+
+class ArrayRecordSource:
+    def __init__(self, path: str):
+        from array_record.python.array_record_data_source import ArrayRecordDataSource
+        self.path = path
+        self._src = ArrayRecordDataSource([path])
+
+    def __len__(self):
+        return len(self._src)
+
+    def __getitem__(self, i):
+        where = f"{self.path}#{i}"
+        return where, _decode(self._src[i], where)
+
+
+def open_file(path: str):
+    if path.endswith((".jsonl", ".jsonl.gz", ".json")):
+        return JsonlSource(path)
+    if path.endswith(".parquet"):
+        return ParquetSource(path)
+    if path.endswith((".arrayrecord", ".array_record")) or "array_record" in os.path.basename(path):
+        return ArrayRecordSource(path)
+    raise DataError(f"{path}: unknown file type (expected .jsonl, .jsonl.gz, .parquet or "
+                    ".arrayrecord)")
+
+
+class ConcatSource:
+    """Several files as one random-access source."""
+
+    def __init__(self, paths: Sequence[str]):
+        self.parts = [open_file(p) for p in paths]
+        self._starts = []
+        n = 0
+        for p in self.parts:
+            self._starts.append(n)
+            n += len(p)
+        self._len = n
+        if not n:
+            raise DataError(f"{', '.join(paths)}: no records (empty dataset)")
+
+    def __len__(self):
+        return self._len
+
+    def __getitem__(self, i):
+        import bisect
+        k = bisect.bisect_right(self._starts, i) - 1
+        return self.parts[k][i - self._starts[k]]
