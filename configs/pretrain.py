@@ -45,6 +45,7 @@ def get_config(arg=None):
     c.data.max_bad_fraction = 0.01
     c.data.max_prompt_length = 512  # preference / KTO prompts
     c.data.truncation_mode = "keep_end"  # which end of a long prompt to keep: keep_start|keep_end
+    c.data.num_workers = 0  # Grain worker processes for tokenisation (0: in the main process)
 
     c.objective = ml_collections.ConfigDict()
     c.objective.name = "pretrain"

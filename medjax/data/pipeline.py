@@ -206,11 +206,12 @@ def build_pipeline(data_cfg, tokenizer, template, *, objective: str, seq_len: in
                    batch_size: int, seed: int, sources: Any = None,
                    num_epochs: int | None = None, shuffle: bool = True,
                    drop_remainder: bool = True, process_index: int = 0,
-                   process_count: int = 1) -> grain.IterDataset:
+                   process_count: int = 1, num_workers: int = 0) -> grain.IterDataset:
     """The batches this process feeds to ``objective`` (see the module docstring).
 
     ``batch_size`` is this process's rows per batch; ``num_epochs`` None repeats
-    forever; ``sources`` defaults to ``data_cfg.sources``.
+    forever; ``sources`` defaults to ``data_cfg.sources``. ``num_workers`` > 0
+    tokenises in that many Grain worker processes.
     """
     kind = OBJECTIVE_KIND.get(objective)
     if kind is None:
@@ -228,6 +229,11 @@ def build_pipeline(data_cfg, tokenizer, template, *, objective: str, seq_len: in
         parts, weights=[s.weight for s in specs])
     options = TokenizeOptions(seq_len, data_cfg.max_prompt_length, data_cfg.truncation_mode)
     it = ds.map(Tokenize(kind, tokenizer, template, options)).to_iter_dataset()
+    if num_workers:  # tokenise in worker processes (the caller needs a __main__ guard)
+        from absl import flags
+        if not flags.FLAGS.is_parsed():  # Grain reads its absl flags in the workers
+            flags.FLAGS.mark_as_parsed()
+        it = it.mp_prefetch(grain.MultiprocessingOptions(num_workers=num_workers))
     it = it.filter(lambda x: x is not None)
     if kind in ("text", "chat"):
         if kind == "text":
@@ -254,7 +260,7 @@ def pipeline_from_config(config, tokenizer, template, *, eval: bool = False,
     return build_pipeline(config.data, tokenizer, template, objective=config.objective.name,
                           seq_len=config.seq_len, batch_size=rows, seed=config.seed,
                           num_epochs=config.epochs or None, process_index=process_index,
-                          process_count=process_count)
+                          process_count=process_count, num_workers=config.data.num_workers)
 
 
 def packing_efficiency(batch: dict) -> float:

@@ -13,6 +13,7 @@ from medjax.data.tokenizer import get_tokenizer
 
 def data_cfg(**kw):
     base = dict(sources="", format="auto", on_bad_record="error", max_bad_fraction=0.01,
+                num_workers=0,
                 max_prompt_length=16, truncation_mode="keep_end")
     return ml_collections.ConfigDict({**base, **kw})
 
@@ -129,3 +130,19 @@ def test_weighted_mixture_and_parquet(tmp_path):
     it = iter(pipe)
     first = [int(next(it)["input_ids"][0, 1] == alpha) for _ in range(400)]
     assert 0.68 < np.mean(first) < 0.82  # about 3 of 4 rows from the weight-3 source
+
+
+def test_worker_processes_give_the_same_batches(tmp_path):
+    path = tmp_path / "d.jsonl"
+    path.write_text("".join(json.dumps({"text": f"patient {i} takes {i % 7} tablets daily"})
+                            + "\n" for i in range(60)))
+    tok = get_tokenizer("llama3")
+    out = []
+    for workers in (0, 2):
+        pipe = build_pipeline(data_cfg(sources=str(path)), tok, None, objective="pretrain",
+                              seq_len=32, batch_size=2, seed=1, num_epochs=1,
+                              num_workers=workers)
+        out.append([b["input_ids"] for b in pipe])
+    assert len(out[0]) == len(out[1]) > 5
+    for a, b in zip(*out):
+        np.testing.assert_array_equal(a, b)
