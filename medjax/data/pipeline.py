@@ -139,8 +139,8 @@ class Tokenize(grain.transforms.Map):
 
     def map(self, ex):
         if self.kind == "text":
-            ids = np.asarray([self.tok.bos_id] + self.tok.encode(ex["text"]) + [self.tok.eos_id],
-                             np.int32)
+            bos = [] if self.tok.bos_id is None else [self.tok.bos_id]
+            ids = np.asarray(bos + self.tok.encode(ex["text"]) + [self.tok.eos_id], np.int32)
             return {"input_ids": ids, "loss_mask": np.ones_like(ids)}
         if self.kind == "chat":
             ids, mask = self.template.encode_conversation(ex["messages"],
@@ -164,7 +164,7 @@ class Tokenize(grain.transforms.Map):
             return None  # the prompt alone does not fit: dropped and counted
         rows, masks = [], []
         for key in ("chosen", "rejected"):
-            resp = list(self.template.encode_response(ex[key]))[:room]
+            resp = list(self.template.encode_response(ex[key], prompt=ex["prompt"]))[:room]
             rows.append(prompt + resp)
             masks.append([0] * len(prompt) + [1] * len(resp))
         out = {"input_ids": np.zeros((2, self.opt.seq_len), np.int32),

@@ -1,0 +1,411 @@
+"""Chat templates: conversations -> token ids and a per-token loss mask.
+
+``get_template(name, tokenizer)`` (the ``data.template`` config field) returns a
+template with:
+
+  ``encode_conversation(messages, *, alpaca=None) -> Encoded(ids, loss_mask)``
+      ``loss_mask[i]`` is 1 exactly on the tokens of every assistant message's
+      content and on the end-of-turn token(s) that close it; 0 on everything
+      else (BOS, headers, system and user turns, generation prompts).
+  ``encode_prompt(messages) -> list[int]``
+      a conversation ending with a user turn, followed by the generation prompt
+      (what comes before the assistant's first content token).
+  ``encode_response(text, prompt=None) -> list[int]``
+      an assistant response's content ids plus its end-of-turn token(s).
+
+  with ``encode_prompt(p) + encode_response(r) == encode_conversation(p +
+  [{"role": "assistant", "content": r}]).ids`` (preference and KTO pairs are
+  built from the two parts).
+
+Messages are ``{"role": "system"|"user"|"assistant", "content": str}``. Errors
+are ``ValueError``s naming the problem; the caller adds the file and line.
+
+The built-in templates (``llama3``, ``mistral``, ``alpaca``) tokenize segment by
+segment -- special tokens by id, each piece of text with ``tokenizer.encode`` --
+and never re-tokenize concatenated text, so a prompt's ids are always a prefix
+of the prompt-plus-response ids, and text in a message can not turn into a
+special token. Message contents are stripped of surrounding whitespace.
+
+``llama3``   ``<|begin_of_text|>``, then per message
+             ``<|start_header_id|>ROLE<|end_header_id|>\\n\\n`` CONTENT ``<|eot_id|>``;
+             generation prompt: the assistant header. This is Meta's layout
+             (``llama_models`` ``ChatFormat``): the role, the ``"\\n\\n"`` and the
+             content are encoded separately.
+``mistral``  Mistral-7B-Instruct v0.1, as Mistral's reference library
+             (``mistral-common``, instruct tokenizer V1) encodes it:
+             ``<s>`` + encode("[INST] USER [/INST]") + encode(ASSISTANT) + ``</s>``
+             + encode("[INST] USER2 [/INST]") ... Roles alternate user/assistant
+             starting with user; an optional leading system message is put before
+             the first user message, separated by a blank line. With
+             SentencePiece, each ``encode`` adds its word-start ``▁``, so as a
+             string this reads ``<s>[INST] USER [/INST] ASSISTANT</s>[INST] ...``
+             where the space after ``[/INST]`` (and the one after ``</s>``) is that
+             ``▁``: the answer's first token is ``▁Word``, not ``Word``.
+             Generation prompt: nothing (the prompt ends with ``[/INST]``).
+``alpaca``   Stanford Alpaca's prompt (``"Below is an instruction..."``, with the
+             ``### Input:`` variant when the input is non-empty) ending in
+             ``"### Response:\\n"``, preceded by BOS; then the output and EOS,
+             trained on. The output is encoded with ``encode_continuation`` (it
+             directly follows the newline, as in one string). Single turn only.
+``hf``       The tokenizer directory's own Jinja ``chat_template`` through
+             ``transformers``' ``apply_chat_template``; see ``HFTemplate``.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+ROLES = ("system", "user", "assistant")
+KNOWN = ("llama3", "mistral", "alpaca", "hf")
+
+ALPACA_PREAMBLE = ("Below is an instruction that describes a task. Write a response that "
+                   "appropriately completes the request.\n\n")
+ALPACA_PREAMBLE_INPUT = ("Below is an instruction that describes a task, paired with an input "
+                         "that provides further context. Write a response that appropriately "
+                         "completes the request.\n\n")
+
+
+class Encoded(NamedTuple):
+    ids: list[int]
+    loss_mask: list[int]
+
+
+def check_messages(messages, template: str) -> list[dict]:
+    """Roles and contents are well-formed; returns ``[{"role", "content"}, ...]``."""
+    if not isinstance(messages, (list, tuple)) or not messages:
+        raise ValueError(f"{template} template: expected a non-empty list of messages, "
+                         f"got {type(messages).__name__}")
+    out = []
+    for i, m in enumerate(messages):
+        if not isinstance(m, dict):
+            raise ValueError(f"{template} template: messages[{i}] is {type(m).__name__}, "
+                             "expected a dict with role and content")
+        role, content = m.get("role"), m.get("content")
+        if role not in ROLES:
+            raise ValueError(f"{template} template: messages[{i}].role is {role!r}, "
+                             f"expected one of {', '.join(ROLES)}")
+        if not isinstance(content, str):
+            raise ValueError(f"{template} template: messages[{i}].content is "
+                             f"{type(content).__name__}, expected a string")
+        if role == "assistant" and not content.strip():
+            raise ValueError(f"{template} template: messages[{i}] is an empty assistant message")
+        out.append({"role": role, "content": content})
+    return out
+
+
+def _check_response(text, template: str) -> str:
+    if not isinstance(text, str):
+        raise ValueError(f"{template} template: the response is {type(text).__name__}, "
+                         "expected a string")
+    if not text.strip():
+        raise ValueError(f"{template} template: empty assistant response")
+    return text
+
+
+class ChatTemplate:
+    """Base of the segment-wise templates.
+
+    A subclass provides ``_segments(messages)`` -> ``[(ids, trained), ...]``,
+    ``_generation_prompt()`` and ``_response(text)`` (content + end of turn).
+    """
+
+    name = "?"
+
+    def __init__(self, tokenizer):
+        self.tok = tokenizer
+
+    def _segments(self, messages: list[dict]) -> list[tuple[list[int], bool]]:
+        raise NotImplementedError
+
+    def _generation_prompt(self) -> list[int]:
+        return []
+
+    def _response(self, text: str) -> list[int]:
+        raise NotImplementedError
+
+    def encode_conversation(self, messages, *, alpaca: dict | None = None) -> Encoded:
+        """Ids and loss mask of a conversation with at least one assistant message.
+
+        ``alpaca`` (the ``{"instruction", "input", "output"}`` of an Alpaca record)
+        is only used by the ``alpaca`` template.
+        """
+        msgs = check_messages(messages, self.name)
+        if not any(m["role"] == "assistant" for m in msgs):
+            raise ValueError(f"{self.name} template: the conversation has no assistant "
+                             "message (nothing to train on)")
+        ids, mask = [], []
+        for seg, trained in self._segments(msgs):
+            ids.extend(seg)
+            mask.extend([int(trained)] * len(seg))
+        return Encoded(ids, mask)
+
+    def encode_prompt(self, messages) -> list[int]:
+        """Ids of a conversation ending with a user turn, plus the generation prompt."""
+        msgs = check_messages(messages, self.name)
+        if msgs[-1]["role"] != "user":
+            raise ValueError(f"{self.name} template: a prompt must end with a user message, "
+                             f"its last message is from the {msgs[-1]['role']}")
+        ids = [i for seg, _ in self._segments(msgs) for i in seg]
+        return ids + self._generation_prompt()
+
+    def encode_response(self, text: str, prompt=None) -> list[int]:
+        """An assistant response's ids (content + end of turn), all trained on.
+
+        ``prompt`` is not needed by the built-in templates (a response's ids do not
+        depend on what precedes it) and is accepted for ``HFTemplate``'s sake.
+        """
+        return self._response(_check_response(text, self.name))
+
+    def __repr__(self):
+        return f"<{type(self).__name__} tokenizer={getattr(self.tok, 'name', '?')!r}>"
+
+
+class Llama3Template(ChatTemplate):
+    """Llama-3 / 3.1 instruct layout (module docstring)."""
+
+    name = "llama3"
+
+    def __init__(self, tokenizer):
+        super().__init__(tokenizer)
+        try:
+            self.bos = tokenizer.encode_special("<|begin_of_text|>")
+            self.start_header = tokenizer.encode_special("<|start_header_id|>")
+            self.end_header = tokenizer.encode_special("<|end_header_id|>")
+            self.eot = tokenizer.encode_special("<|eot_id|>")
+        except ValueError as e:
+            raise ValueError(f"data.template: template 'llama3' needs the Llama-3 special "
+                             f"tokens ({e})") from None
+        self._roles = {r: tokenizer.encode(r) for r in ROLES}
+        self._blank = tokenizer.encode("\n\n")
+
+    def _header(self, role: str) -> list[int]:
+        return [self.start_header, *self._roles[role], self.end_header, *self._blank]
+
+    def _segments(self, messages):
+        segs = [([self.bos], False)]
+        for m in messages:
+            segs.append((self._header(m["role"]), False))
+            segs.append((self.tok.encode(m["content"].strip()) + [self.eot],
+                         m["role"] == "assistant"))
+        return segs
+
+    def _generation_prompt(self):
+        return self._header("assistant")
+
+    def _response(self, text):
+        return self.tok.encode(text.strip()) + [self.eot]
+
+
+class MistralTemplate(ChatTemplate):
+    """Mistral-7B-Instruct v0.1 (``[INST] ... [/INST]``), as ``mistral-common`` encodes it."""
+
+    name = "mistral"
+
+    def __init__(self, tokenizer):
+        super().__init__(tokenizer)
+        if tokenizer.bos_id is None or tokenizer.eos_id is None:
+            raise ValueError(f"data.template: template 'mistral' needs BOS and EOS tokens; "
+                             f"tokenizer {tokenizer.name!r} lacks one")
+
+    def _check_order(self, messages):
+        system = None
+        turns = list(enumerate(messages))
+        if messages[0]["role"] == "system":
+            system = messages[0]["content"].strip()
+            turns = turns[1:]
+        for k, (i, m) in enumerate(turns):
+            expected = "user" if k % 2 == 0 else "assistant"
+            if m["role"] == "system":
+                raise ValueError(f"mistral template: messages[{i}] is a system message; only the "
+                                 "first message may be a system message")
+            if m["role"] != expected:
+                raise ValueError(f"mistral template: messages[{i}] is from the {m['role']} but "
+                                 f"the {expected} was expected (roles must alternate "
+                                 "user/assistant starting with user, after an optional system "
+                                 "message)")
+        if not turns:
+            raise ValueError("mistral template: a system message must be followed by a user "
+                             "message")
+        return system, [m for _, m in turns]
+
+    def _segments(self, messages):
+        system, turns = self._check_order(messages)
+        segs = [([self.tok.bos_id], False)]
+        for k, m in enumerate(turns):
+            content = m["content"].strip()
+            if m["role"] == "user":
+                if k == 0 and system:
+                    content = f"{system}\n\n{content}"
+                segs.append((self.tok.encode(f"[INST] {content} [/INST]"), False))
+            else:
+                segs.append((self.tok.encode(content) + [self.tok.eos_id], True))
+        return segs
+
+    def _response(self, text):
+        return self.tok.encode(text.strip()) + [self.tok.eos_id]
+
+
+class AlpacaTemplate(ChatTemplate):
+    """Stanford Alpaca's instruction prompt; one instruction, one response.
+
+    Takes the instruction (and input) from ``alpaca={"instruction", "input",
+    "output"}`` when given, else from a ``[user, assistant]`` conversation (the
+    user message is the instruction, with no input).
+    """
+
+    name = "alpaca"
+
+    def __init__(self, tokenizer):
+        super().__init__(tokenizer)
+        if tokenizer.eos_id is None:
+            raise ValueError(f"data.template: template 'alpaca' needs an EOS token; tokenizer "
+                             f"{tokenizer.name!r} has none")
+
+    @staticmethod
+    def prompt_text(instruction: str, input: str = "") -> str:
+        instruction, input = instruction.strip(), (input or "").strip()
+        if input:
+            return (f"{ALPACA_PREAMBLE_INPUT}### Instruction:\n{instruction}\n\n"
+                    f"### Input:\n{input}\n\n### Response:\n")
+        return f"{ALPACA_PREAMBLE}### Instruction:\n{instruction}\n\n### Response:\n"
+
+    def _prompt_ids(self, instruction: str, input: str = "") -> list[int]:
+        bos = [] if self.tok.bos_id is None else [self.tok.bos_id]
+        return bos + self.tok.encode(self.prompt_text(instruction, input))
+
+    def _single_turn(self, msgs, roles):
+        got = tuple(m["role"] for m in msgs)
+        if got != roles:
+            raise ValueError(f"alpaca template: expected messages with roles {list(roles)} "
+                             f"(one instruction{', one response' if len(roles) > 1 else ''}; no "
+                             f"system message, no further turns), got {list(got)}")
+
+    def encode_conversation(self, messages, *, alpaca: dict | None = None) -> Encoded:
+        if alpaca is not None:
+            instruction, input = alpaca.get("instruction"), alpaca.get("input") or ""
+            output = alpaca.get("output")
+            for field, value in (("instruction", instruction), ("input", input),
+                                 ("output", output)):
+                if not isinstance(value, str):
+                    raise ValueError(f"alpaca template: {field} is {type(value).__name__}, "
+                                     "expected a string")
+            _check_response(output, self.name)
+        else:
+            msgs = check_messages(messages, self.name)
+            self._single_turn(msgs, ("user", "assistant"))
+            instruction, input, output = msgs[0]["content"], "", msgs[1]["content"]
+        prompt = self._prompt_ids(instruction, input)
+        response = self._response(output)
+        return Encoded(prompt + response, [0] * len(prompt) + [1] * len(response))
+
+    def encode_prompt(self, messages) -> list[int]:
+        msgs = check_messages(messages, self.name)
+        self._single_turn(msgs, ("user",))
+        return self._prompt_ids(msgs[0]["content"])
+
+    def _response(self, text):
+        return self.tok.encode_continuation(text.strip()) + [self.tok.eos_id]
+
+
+class HFTemplate:
+    """A Hugging Face tokenizer directory's own Jinja chat template.
+
+    Ids are ``apply_chat_template(messages, tokenize=True)`` (the whole rendered
+    string tokenized by ``transformers``, control-token strings inside message
+    contents kept as text via ``sanitize_control_tokens``). The loss mask is
+    found from prefixes: for the assistant message at index k, the tokens
+    between ``render(messages[:k], add_generation_prompt=True)`` and
+    ``render(messages[:k+1])`` are trained on.
+
+    Limitations: (1) the template must be prefix-stable -- rendering a shorter
+    conversation must give a token prefix of the longer one. Templates that
+    render earlier turns differently from the last one (e.g. dropping past
+    reasoning), or whose tokenization merges across a turn boundary, are
+    rejected with a ValueError rather than given a wrong mask. (2) The mask
+    covers everything the template emits for the assistant turn after the
+    generation prompt, so a template that writes e.g. ``"\\n"`` after its
+    end-of-turn token trains on that too. (3) A conversation may not start with
+    an assistant message. (4) Rendering is quadratic in the number of turns.
+    (5) ``encode_response(text)`` without ``prompt`` renders it after a one-word
+    user message; pass ``prompt=`` when the template's assistant turn depends on
+    the history.
+    """
+
+    name = "hf"
+
+    def __init__(self, tokenizer):
+        hf = getattr(tokenizer, "hf", None)
+        if hf is None or not getattr(tokenizer, "chat_template", None):
+            raise ValueError(f"data.template: template 'hf' needs a Hugging Face tokenizer "
+                             f"directory with a chat_template as data.tokenizer; "
+                             f"{getattr(tokenizer, 'name', tokenizer)!r} has none")
+        self.tok = tokenizer
+        self.hf = hf
+
+    def _render(self, messages, generation_prompt: bool) -> list[int]:
+        if not messages:
+            return []
+        ids = self.hf.apply_chat_template(list(messages), tokenize=True, return_dict=False,
+                                          add_generation_prompt=generation_prompt,
+                                          sanitize_control_tokens=True)
+        return [int(i) for i in ids]
+
+    def _prefix(self, ids, full, what):
+        if full[:len(ids)] != ids:
+            raise ValueError(f"hf template: {what} is not a token prefix of the whole "
+                             "conversation, so the loss mask can not be computed from prefixes "
+                             "(the chat template renders earlier turns differently, or the "
+                             "tokenizer merges across a turn boundary)")
+        return len(ids)
+
+    def encode_conversation(self, messages, *, alpaca: dict | None = None) -> Encoded:
+        msgs = check_messages(messages, self.name)
+        if msgs[0]["role"] == "assistant":
+            raise ValueError("hf template: the conversation starts with an assistant message")
+        if not any(m["role"] == "assistant" for m in msgs):
+            raise ValueError("hf template: the conversation has no assistant message "
+                             "(nothing to train on)")
+        full = self._render(msgs, False)
+        mask = [0] * len(full)
+        for k, m in enumerate(msgs):
+            if m["role"] != "assistant":
+                continue
+            start = self._prefix(self._render(msgs[:k], True), full,
+                                 f"the prompt before messages[{k}]")
+            end = self._prefix(self._render(msgs[:k + 1], False), full,
+                               f"the conversation up to messages[{k}]")
+            if end <= start:
+                raise ValueError(f"hf template: messages[{k}] renders to no tokens")
+            mask[start:end] = [1] * (end - start)
+        return Encoded(full, mask)
+
+    def encode_prompt(self, messages) -> list[int]:
+        msgs = check_messages(messages, self.name)
+        if msgs[-1]["role"] != "user":
+            raise ValueError(f"hf template: a prompt must end with a user message, its last "
+                             f"message is from the {msgs[-1]['role']}")
+        return self._render(msgs, True)
+
+    def encode_response(self, text: str, prompt=None) -> list[int]:
+        text = _check_response(text, self.name)
+        prompt = check_messages(prompt, self.name) if prompt else [
+            {"role": "user", "content": "Hi"}]
+        head = self._render(prompt, True)
+        full = self._render(prompt + [{"role": "assistant", "content": text}], False)
+        return full[self._prefix(head, full, "the prompt"):]
+
+    def __repr__(self):
+        return f"<HFTemplate tokenizer={self.tok.name!r}>"
+
+
+TEMPLATES = {"llama3": Llama3Template, "mistral": MistralTemplate, "alpaca": AlpacaTemplate,
+             "hf": HFTemplate}
+
+
+def get_template(name: str, tokenizer):
+    """The chat template ``name`` (``data.template``) over ``tokenizer``."""
+    cls = TEMPLATES.get(name)
+    if cls is None:
+        raise ValueError(f"data.template: unknown chat template {name!r} (known: "
+                         f"{', '.join(repr(k) for k in KNOWN)})")
+    return cls(tokenizer)
