@@ -22,6 +22,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from .. import models
 from ..data.pipeline import pipeline_from_config
+from ..data.templates import get_template
 from ..data.tokenizer import get_tokenizer
 from ..models.checkpoint import is_model_checkpoint, load_model
 from ..objectives import lm_loss
@@ -61,8 +62,9 @@ def build_model(config, mesh, vocab_size: int):
 def make_loss_fn(config, model_config):
     """The objective as ``loss_fn(params, batch, rng) -> (loss, metrics)``."""
     o = config.objective
-    if o.name != "pretrain":
-        raise ValueError(f"objective.name={o.name!r} is not available yet (known: 'pretrain')")
+    if o.name not in ("pretrain", "sft"):
+        raise ValueError(f"objective.name={o.name!r} is not available yet "
+                         "(known: 'pretrain', 'sft')")
     return functools.partial(lm_loss, model_config, z_loss=o.z_loss,
                              neftune_alpha=o.neftune_alpha, chunk_size=o.loss_chunk_size)
 
@@ -106,7 +108,8 @@ def evaluate(config, params, tokenizer, template, batch_sharding, eval_fn):
         if config.eval.batches and i >= config.eval.batches:
             break
         # Pad a short last batch with empty rows (segment 0: no targets, no weight).
-        local = {k: np.pad(v, ((0, rows - len(v)), (0, 0))) for k, v in local.items()}
+        local = {k: np.pad(v, [(0, rows - len(v))] + [(0, 0)] * (v.ndim - 1))
+                 for k, v in local.items()}
         m = jax.device_get(eval_fn(params, _global_batch(local, batch_sharding)))
         w = float(m["weight"])
         for k, v in m.items():
@@ -169,7 +172,8 @@ def run(config, workdir: str) -> dict:
     mesh, model_config, state, _, batch_sharding, loss_fn, step_fn = setup(
         config, tokenizer.vocab_size)
 
-    template = None  # chat templates arrive with SFT
+    template = (get_template(config.data.template, tokenizer)
+                if config.objective.name != "pretrain" else None)
     pipe = pipeline_from_config(config, tokenizer, template, process_index=jax.process_index(),
                                 process_count=jax.process_count())
     data_iter = iter(pipe)

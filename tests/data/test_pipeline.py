@@ -146,3 +146,77 @@ def test_worker_processes_give_the_same_batches(tmp_path):
     assert len(out[0]) == len(out[1]) > 5
     for a, b in zip(*out):
         np.testing.assert_array_equal(a, b)
+
+
+def _write(path, records):
+    path.write_text("".join(json.dumps(r) + "\n" for r in records))
+    return str(path)
+
+
+def test_sft_packs_conversations_and_trains_on_assistant_tokens_only(tmp_path):
+    from medjax.data.templates import get_template
+    tok = get_tokenizer("llama3")
+    tpl = get_template("llama3", tok)
+    records = [{"conversations": [{"from": "human", "value": f"Dose of drug {i}?"},
+                                  {"from": "gpt", "value": f"Take {i} mg."},
+                                  {"from": "human", "value": "Why?"},
+                                  {"from": "gpt", "value": "It works."}]} for i in range(20)]
+    src = _write(tmp_path / "sft.jsonl", records)
+    pipe = build_pipeline(data_cfg(sources=src), tok, tpl, objective="sft", seq_len=96,
+                          batch_size=2, seed=0, num_epochs=1, drop_remainder=False)
+    answers = []
+    for b in pipe:
+        for ids, seg, pos, mask in zip(b["input_ids"], b["segment_ids"], b["positions"],
+                                       b["loss_mask"]):
+            for s in set(seg.tolist()) - {0}:
+                where = np.flatnonzero(seg == s)
+                assert np.array_equal(where, np.arange(where[0], where[-1] + 1))  # contiguous
+                assert np.array_equal(pos[where], np.arange(len(where)))  # positions restart
+                assert ids[where[0]] == tok.bos_id
+                trained = tok.decode(ids[where][mask[where] == 1].tolist())
+                answers.append(trained)
+            assert not mask[seg == 0].any()
+    assert len(answers) == 20
+    for i in range(20):
+        assert f"Take {i} mg.<|eot_id|>It works.<|eot_id|>" in answers
+
+
+def test_preference_rows_truncation_and_dropped_prompts(tmp_path):
+    from medjax.data.templates import get_template
+    tok = get_tokenizer("llama3")
+    tpl = get_template("llama3", tok)
+    long_prompt = " ".join(f"w{i}" for i in range(40))
+    records = [{"prompt": "Which drug is a statin?", "chosen": "Atorvastatin.",
+                "rejected": "Metformin."},
+               {"prompt": long_prompt, "chosen": "Yes.", "rejected": "No."}]
+    src = _write(tmp_path / "pref.jsonl", records)
+    cfg = data_cfg(sources=src, max_prompt_length=20)
+
+    def rows(**kw):
+        pipe = build_pipeline(data_cfg(**{**cfg, **kw}), tok, tpl, objective="dpo",
+                              seq_len=32, batch_size=1, seed=0, num_epochs=1, shuffle=False,
+                              drop_remainder=False)
+        return list(pipe)
+
+    batches = rows()
+    assert len(batches) == 2 and batches[0]["input_ids"].shape == (1, 2, 32)
+    b = batches[0]
+    prompt = tpl.encode_prompt([{"role": "user", "content": "Which drug is a statin?"}])
+    n = len(prompt)
+    for r, answer in ((0, "Atorvastatin."), (1, "Metformin.")):
+        ids, mask = b["input_ids"][0, r], b["loss_mask"][0, r]
+        assert ids[:n].tolist() == prompt and not mask[:n].any()
+        resp = tpl.encode_response(answer)
+        assert ids[n:n + len(resp)].tolist() == resp and mask[n:n + len(resp)].all()
+        assert not mask[n + len(resp):].any()
+    # A prompt over max_prompt_length keeps its end (keep_end) or its start (keep_start).
+    full = tpl.encode_prompt([{"role": "user", "content": long_prompt}])
+    end = batches[1]["input_ids"][0, 0, :20].tolist()
+    assert end == full[-20:]
+    start = rows(truncation_mode="keep_start")[1]["input_ids"][0, 0, :20].tolist()
+    assert start == full[:20]
+    # A prompt that leaves no room for a response is dropped, not cut into a prompt-only row.
+    cfg_small = data_cfg(sources=src, max_prompt_length=64)
+    pipe = build_pipeline(cfg_small, tok, tpl, objective="dpo", seq_len=24, batch_size=1,
+                          seed=0, num_epochs=1, shuffle=False, drop_remainder=False)
+    assert len(list(pipe)) == 1
