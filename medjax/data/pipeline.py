@@ -10,6 +10,9 @@ Batches are dicts of numpy arrays for this process:
   pretrain / sft: input_ids, segment_ids, positions, loss_mask  [rows, seq_len]
   preference:     input_ids, segment_ids, positions, loss_mask  [rows, 2, seq_len]
                   (chosen at [:, 0], rejected at [:, 1]: one forward pass serves both)
+  kto:            the same [rows, 2, seq_len] arrays with the example at [:, 0] and a
+                  mismatched prompt/completion pair (for the KL estimate) at [:, 1],
+                  plus label [rows] (True: desirable)
 The iterator is a Grain ``DatasetIterator``: ``get_state``/``set_state`` (and
 Orbax through ``grain.checkpoint``) resume with exactly the next example.
 """
@@ -148,7 +151,24 @@ class Tokenize(grain.transforms.Map):
             return {"input_ids": np.asarray(ids, np.int32), "loss_mask": np.asarray(mask, np.int32)}
         if self.kind == "preference":
             return self._pair(ex)
+        if self.kind == "kto":
+            return self._unpaired(ex)
         raise ValueError(f"no tokenizer for record kind {self.kind!r}")
+
+    def _unpaired(self, ex):
+        """KTO: prompt and completion kept apart; rows are assembled per batch."""
+        prompt = self._prompt(ex["prompt"])
+        room = self.opt.seq_len - len(prompt)
+        if room < 1:
+            return None
+        completion = list(self.template.encode_response(ex["completion"],
+                                                        prompt=ex["prompt"]))[:room]
+        p = np.zeros(self.opt.max_prompt_length, np.int32)
+        c = np.zeros(self.opt.seq_len, np.int32)
+        p[:len(prompt)] = prompt
+        c[:len(completion)] = completion
+        return {"prompt": p, "prompt_len": np.int32(len(prompt)), "completion": c,
+                "completion_len": np.int32(len(completion)), "label": np.bool_(ex["label"])}
 
     def _prompt(self, messages):
         ids = list(self.template.encode_prompt(messages))
@@ -195,6 +215,29 @@ class SplitLong(grain_exp.FlatMapTransform):
         n = len(example["input_ids"])
         return [{k: v[start:start + self.seq_len] for k, v in example.items()}
                 for start in range(0, n, self.seq_len)]
+
+
+def kto_rows(batch: dict, seq_len: int) -> dict:
+    """[rows, 2, seq_len]: [:, 0] = prompt_i + completion_i (the example), [:, 1] =
+    prompt_i + completion_(i+1) (a mismatched pair for the KL estimate), and ``label``."""
+    n = len(batch["label"])
+    out = {k: np.zeros((n, 2, seq_len), np.int32)
+           for k in ("input_ids", "loss_mask", "segment_ids", "positions")}
+    for i in range(n):
+        lp = int(batch["prompt_len"][i])
+        if lp == 0:  # a padding row of a short final batch
+            continue
+        for r, j in ((0, i), (1, (i + 1) % n)):
+            lc = min(int(batch["completion_len"][j]), seq_len - lp)
+            if lc == 0:  # pair a real prompt with a padding row: skip the KL row
+                continue
+            ids = np.concatenate([batch["prompt"][i, :lp], batch["completion"][j, :lc]])
+            out["input_ids"][i, r, :len(ids)] = ids
+            out["loss_mask"][i, r, lp:lp + lc] = 1
+            out["segment_ids"][i, r, :len(ids)] = 1
+            out["positions"][i, r, :len(ids)] = np.arange(len(ids))
+    out["label"] = np.asarray(batch["label"], bool)
+    return out
 
 
 def _rename_packed(batch):
@@ -244,7 +287,10 @@ def build_pipeline(data_cfg, tokenizer, template, *, objective: str, seq_len: in
             it, length_struct={"input_ids": seq_len, "loss_mask": seq_len},
             num_packing_bins=batch_size, seed=seed, shuffle_bins=shuffle)
         return it.batch(batch_size, drop_remainder=drop_remainder).map(_rename_packed)
-    return it.batch(batch_size, drop_remainder=drop_remainder)
+    it = it.batch(batch_size, drop_remainder=drop_remainder)
+    if kind == "kto":
+        it = it.map(lambda b: kto_rows(b, seq_len))
+    return it
 
 
 def pipeline_from_config(config, tokenizer, template, *, eval: bool = False,

@@ -220,3 +220,25 @@ def test_preference_rows_truncation_and_dropped_prompts(tmp_path):
     pipe = build_pipeline(cfg_small, tok, tpl, objective="dpo", seq_len=24, batch_size=1,
                           seed=0, num_epochs=1, shuffle=False, drop_remainder=False)
     assert len(list(pipe)) == 1
+
+
+def test_kto_rows_pair_each_prompt_with_the_next_completion(tmp_path):
+    from medjax.data.templates import get_template
+    tok = get_tokenizer("llama3")
+    tpl = get_template("llama3", tok)
+    records = [{"prompt": f"Question {i}?", "completion": f"Answer {i}.", "label": i % 2 == 0}
+               for i in range(6)]
+    src = _write(tmp_path / "kto.jsonl", records)
+    pipe = build_pipeline(data_cfg(sources=src), tok, tpl, objective="kto", seq_len=40,
+                          batch_size=3, seed=0, num_epochs=1, shuffle=False)
+    batches = list(pipe)
+    assert len(batches) == 2
+    b = batches[0]
+    assert b["input_ids"].shape == (3, 2, 40) and b["label"].tolist() == [True, False, True]
+    for i in range(3):
+        prompt = tpl.encode_prompt([{"role": "user", "content": f"Question {i}?"}])
+        for r, j in ((0, i), (1, (i + 1) % 3)):
+            resp = tpl.encode_response(f"Answer {j}.")
+            ids, mask = b["input_ids"][i, r], b["loss_mask"][i, r]
+            assert ids[:len(prompt) + len(resp)].tolist() == prompt + resp
+            assert mask.sum() == len(resp) and mask[len(prompt)] == 1
