@@ -2,22 +2,32 @@
 
     python medjax/data/samples/build.py
 
-writes, next to this file:
+writes, next to this file (schemas and counts in README.md):
 
-  pretrain.jsonl       {"text": ...} textbook-style documents (training)
-  pretrain_eval.jsonl  the same kind of documents from another seed, none
-                       identical to a training document (held-out wording,
-                       same facts)
+  pretrain.jsonl / pretrain_eval.jsonl            {"text"} textbook-style documents
+  sft_sharegpt.jsonl / sft_sharegpt_eval.jsonl    {"id", "conversations": [{"from", "value"}]}
+  sft_messages.jsonl / sft_messages_eval.jsonl    {"messages": [{"role", "content"}]}
+  sft_alpaca.jsonl                                {"instruction", "input", "output"}
+  preference.jsonl / preference_eval.jsonl        {"prompt", "chosen", "rejected"}
+  preference_messages.jsonl                       {"chosen": [msgs], "rejected": [msgs]}
+  kto.jsonl / kto_eval.jsonl                      {"prompt", "completion", "label"}
+  mcq.jsonl                                       {"question", "options", "answer", "answer_idx"}
+
+Each ``*_eval`` file comes from another seed (the training seed + 1) and shares
+no record with its training file (for preference pairs: no (chosen, rejected)
+pair; for KTO: no (completion, label)). Preference, KTO and multiple-choice rows
+pair a fact from facts.py with a wrong fact of the same type; which wrong facts
+are safely wrong is decided by distractors.py.
 
 Output is deterministic: every generator takes its own ``random.Random(seed)``
 and iterates over lists in a fixed order, so running the script twice gives
 byte-identical files. Standard library only.
 
-Adding a format (SFT messages, preference pairs, KTO labels, multiple choice):
-write ``def <format>_records(rng, n) -> list[dict]`` next to ``pretrain_docs``,
-built from DRUGS / CONDITIONS and the phrase helpers below, and add a line to
-OUTPUTS. Changing facts.py or a template changes the files: rebuild and update
-the counts in README.md.
+Adding a format: write ``def <format>_records(rng, n, exclude=frozenset()) ->
+list[dict]`` next to the others, built from DRUGS / CONDITIONS and the phrase
+helpers below, and add its file to ``build_all()``. Changing facts.py,
+distractors.py or a template changes the files: rebuild and update the counts
+in README.md.
 """
 
 from __future__ import annotations
@@ -560,29 +570,78 @@ CLAIM_WEIGHTS = {"drug_class": 4, "indication": 4, "first_line": 4, "mechanism":
 
 
 def _claim_subjects(ctype: str) -> list[dict]:
-    if ctype in ("drug_class", "indication", "mechanism"):
+    if ctype == "indication":  # drugs with a specific indication (not only "fever", ...)
+        return [d for d in DRUGS if any(x not in VAGUE_INDICATIONS for x in d["indications"])]
+    if ctype in ("drug_class", "mechanism"):
         return list(DRUGS)
     if ctype == "first_line":  # drug treatments only (not CPAP), so both answers name a drug
         return [c for c in CONDITIONS if any(x in DRUG_BY_NAME for x in c["first_line"])]
+    if ctype == "diagnosis":  # a vague test ("the clinical history") is never a wrong answer,
+        # so it would only ever be the right one: leave those conditions out
+        return [c for c in CONDITIONS if not vague_test(c["diagnostic_test"])]
     return list(CONDITIONS)
 
 
-def claim_values(ctype: str, subject: dict) -> tuple[list[str], list[str]]:
-    """(true values, wrong values) of a claim type for one drug or condition."""
+def _true_values(ctype: str, subject: dict) -> list[str]:
     if ctype == "drug_class":
-        return [subject["drug_class"]], wrong_classes(subject)
+        return [subject["drug_class"]]
     if ctype == "indication":
-        return [x for x in subject["indications"] if x not in VAGUE_INDICATIONS] or \
-            list(subject["indications"]), wrong_indications(subject)
+        return [x for x in subject["indications"] if x not in VAGUE_INDICATIONS]
     if ctype == "mechanism":
-        return [subject["mechanism"]], wrong_mechanisms(subject)
+        return [subject["mechanism"]]
     if ctype == "first_line":
-        return [x for x in subject["first_line"] if x in DRUG_BY_NAME], wrong_first_line(subject)
+        return [x for x in subject["first_line"] if x in DRUG_BY_NAME]
     if ctype == "diagnosis":
-        return [subject["diagnostic_test"]], wrong_tests(subject)
+        return [subject["diagnostic_test"]]
     if ctype == "organ_system":
-        return [subject["organ_system"]], wrong_systems(subject)
+        return [subject["organ_system"]]
     raise ValueError(ctype)
+
+
+_TRUE_WEIGHT: dict[str, dict[str, float]] = {}
+
+
+def true_weight(ctype: str) -> dict[str, float]:
+    """How often each value is the true answer when subjects are drawn evenly.
+
+    Wrong answers are drawn with these weights, so every value is about as
+    common among rejected answers as among chosen ones: the answer text alone
+    ("dermatologic", "warfarin") says nothing about which side it is on; only
+    its pairing with the subject does.
+    """
+    if ctype not in _TRUE_WEIGHT:
+        weights: dict[str, float] = {}
+        for subject in _claim_subjects(ctype):
+            true = _true_values(ctype, subject)
+            for v in true:
+                weights[v] = weights.get(v, 0.0) + 1.0 / len(true)
+        _TRUE_WEIGHT[ctype] = weights
+    return _TRUE_WEIGHT[ctype]
+
+
+def claim_values(ctype: str, subject: dict) -> tuple[list[str], list[str]]:
+    """(true values, wrong values) of a claim type for one drug or condition.
+
+    Wrong values are values of the same type that are true for some other
+    subject (never a value that only ever appears as a wrong answer) and that
+    distractors.py rules clearly wrong for this subject.
+    """
+    if ctype == "drug_class":
+        wrong = wrong_classes(subject)
+    elif ctype == "indication":
+        wrong = wrong_indications(subject)
+    elif ctype == "mechanism":
+        wrong = wrong_mechanisms(subject)
+    elif ctype == "first_line":
+        wrong = wrong_first_line(subject)
+    elif ctype == "diagnosis":
+        wrong = wrong_tests(subject)
+    elif ctype == "organ_system":
+        wrong = wrong_systems(subject)
+    else:
+        raise ValueError(ctype)
+    weights = true_weight(ctype)
+    return _true_values(ctype, subject), [v for v in wrong if v in weights]
 
 
 def validate_claims(min_wrong: int = 3) -> None:
@@ -613,7 +672,9 @@ def draw_claim(rng: random.Random, ctype: str, subject: dict) -> dict:
     true, wrong = claim_values(ctype, subject)
     prompt = _fill(rng.choice(spec["prompts"]), subject["name"], "")
     answer = rng.choice(spec["answers"])
-    t, w = rng.choice(true), rng.choice(wrong)
+    weights = true_weight(ctype)
+    t = rng.choice(true)
+    w = rng.choices(wrong, weights=[weights[v] for v in wrong])[0]
     return {"type": ctype, "subject": subject["name"], "prompt": prompt,
             "true": _fill(answer, subject["name"], t), "wrong": _fill(answer, subject["name"], w)}
 
@@ -632,6 +693,20 @@ def _claim_order(rng: random.Random, n: int) -> list[tuple[str, dict]]:
                 rng.shuffle(queues[t])
             order.append((t, queues[t].pop()))
     return order[:n]
+
+
+def _planned_claims(order: list[tuple[str, dict]]):
+    """``claim(rng, i)``: a claim for the i-th planned (type, subject); when record i is
+    redrawn (its answers are all taken), another subject of the same type."""
+    last = [-1]
+
+    def claim(rng: random.Random, i: int) -> dict:
+        ctype, subject = order[i]
+        if last[0] == i:
+            subject = rng.choice(_claim_subjects(ctype))
+        last[0] = i
+        return draw_claim(rng, ctype, subject)
+    return claim
 
 
 def _distinct(rng: random.Random, n: int, draw, key, exclude: frozenset, what: str) -> list:
@@ -765,8 +840,12 @@ def _symptom_sentence(rng: random.Random, cond: dict) -> str:
 def _condition_answer(rng: random.Random, cond: dict, topic: str) -> str:
     name, Name = cond["name"], cap(cond["name"])
     if topic == "overview":
+        sym = join(cond["key_symptoms"])
         s = [f"{Name} is {with_article(cond['organ_system'])} condition.",
-             _symptom_sentence(rng, cond)]
+             f"It often causes no symptoms and is usually found through {sym}."
+             if cond.get("asymptomatic") else
+             rng.choice([f"Typical features include {sym}.",
+                         f"Patients commonly present with {sym}."])]
     elif topic == "symptoms":
         s = [_symptom_sentence(rng, cond)]
         if rng.random() < 0.3:
@@ -803,7 +882,9 @@ def _sft_conversation(rng: random.Random) -> list[dict]:
     topics = [t for t in questions if t != "note"]
     n_turns = rng.choices([1, 2, 3], weights=[60, 30, 10])[0]
     first = rng.choice(topics)
-    later = [t for t in topics if t != first] + (["note"] if "note" in rec else [])
+    # An overview already lists the symptoms, so the two never share a conversation.
+    overlap = {"overview": "symptoms", "symptoms": "overview"}.get(first)
+    later = [t for t in topics if t not in (first, overlap)] + (["note"] if "note" in rec else [])
     chosen = [first] + rng.sample(later, n_turns - 1)
     msgs = []
     if rng.random() < 0.35:
@@ -894,10 +975,10 @@ def _pref_key(rec: dict) -> tuple:
 
 def preference_records(rng: random.Random, n: int, exclude: frozenset = frozenset()) -> list[dict]:
     """{"prompt", "chosen", "rejected"}: same answer template, true vs wrong value."""
-    order = _claim_order(rng, n)
+    claim = _planned_claims(_claim_order(rng, n))
 
     def draw(r, i):
-        c = draw_claim(r, *order[i])
+        c = claim(r, i)
         return {"prompt": c["prompt"], "chosen": c["true"], "rejected": c["wrong"]}
     return _distinct(rng, n, draw, _pref_key, exclude, "preference")
 
@@ -911,11 +992,11 @@ def preference_messages_records(rng: random.Random, n: int,
     """{"chosen": [...messages], "rejected": [...messages]}: the same prompt messages, then
     the true or the wrong assistant answer. Some rows start with a system message, some
     with an earlier, accurate exchange about the same drug or condition."""
-    order = _claim_order(rng, n)
+    claim = _planned_claims(_claim_order(rng, n))
 
     def draw(r, i):
-        ctype, subject = order[i]
-        c = draw_claim(r, ctype, subject)
+        c = claim(r, i)
+        subject = DRUG_BY_NAME.get(c["subject"]) or CONDITION_BY_NAME[c["subject"]]
         prefix = []
         if r.random() < 0.3:
             prefix.append({"role": "system", "content": r.choice(SYSTEM_PROMPTS)})
@@ -940,12 +1021,12 @@ def _kto_key(rec: dict) -> tuple:
 
 def kto_records(rng: random.Random, n: int, exclude: frozenset = frozenset()) -> list[dict]:
     """{"prompt", "completion", "label"}: half true answers (label true), half wrong ones."""
-    order = _claim_order(rng, n)
+    claim = _planned_claims(_claim_order(rng, n))
     labels = [i % 2 == 0 for i in range(n)]
     rng.shuffle(labels)
 
     def draw(r, i):
-        c = draw_claim(r, *order[i])
+        c = claim(r, i)
         return {"prompt": c["prompt"], "completion": c["true"] if labels[i] else c["wrong"],
                 "label": labels[i]}
     return _distinct(rng, n, draw, _kto_key, exclude, "KTO")
@@ -1006,6 +1087,8 @@ def _mcq_item(rng: random.Random, qtype: str, answer_letter: str) -> dict:
     rng.shuffle(distractors)
     idx = LETTERS.index(answer_letter)
     values = distractors[:idx] + [correct] + distractors[idx:]
+    if qtype == "mechanism":  # "is reduced inside bacteria ..." -> "Reduced inside bacteria ..."
+        values = [v[3:] if v.startswith("is ") else v for v in values]
     options = {letter: cap(v) for letter, v in zip(LETTERS, values)}
     return {"question": question, "options": options, "answer": options[answer_letter],
             "answer_idx": answer_letter}
