@@ -5,15 +5,19 @@ A source's item ``i`` is ``(where, record)``: ``where`` is ``"file:line"`` (or
 the bytes are not a JSON object (bad JSON, bad UTF-8), so that the caller can
 decide to stop or to skip and count. Files are indexed once and read lazily,
 so a large corpus is never loaded whole (gzip files excepted: they cannot seek).
+Sources are read from several threads at once (Grain's prefetch) and are
+thread-safe.
 ArrayRecord records are UTF-8 JSON objects, one per record.
 """
 
 from __future__ import annotations
 
+import bisect
 import glob
 import gzip
 import json
 import os
+import threading
 from typing import Sequence
 
 
@@ -94,16 +98,19 @@ class ParquetSource:
             n += self._file.metadata.row_group(g).num_rows
         self._len = n
         self._cache: tuple[int, list[dict]] | None = None
+        # Grain reads items from several threads; a ParquetFile is not thread-safe.
+        self._lock = threading.Lock()
 
     def __len__(self):
         return self._len
 
     def __getitem__(self, i):
-        import bisect
         g = bisect.bisect_right(self._starts, i) - 1
-        if self._cache is None or self._cache[0] != g:
-            self._cache = (g, self._file.read_row_group(g).to_pylist())
-        return f"{self.path}#{i}", self._cache[1][i - self._starts[g]]
+        with self._lock:
+            if self._cache is None or self._cache[0] != g:
+                self._cache = (g, self._file.read_row_group(g).to_pylist())
+            rows = self._cache[1]
+        return f"{self.path}#{i}", rows[i - self._starts[g]]
 
 
 class ArrayRecordSource:
@@ -149,6 +156,5 @@ class ConcatSource:
         return self._len
 
     def __getitem__(self, i):
-        import bisect
         k = bisect.bisect_right(self._starts, i) - 1
         return self.parts[k][i - self._starts[k]]
