@@ -36,8 +36,11 @@ def get_config(arg=None):
 
     c.data = ml_collections.ConfigDict()
     # Paths/globs (comma-separated), or a mixture: [{"path": ..., "weight": ..., "format": ...}]
-    c.data.sources = os.path.join(SAMPLES, "pretrain.jsonl")
-    c.data.eval_sources = os.path.join(SAMPLES, "pretrain_eval.jsonl")
+    # (type object, so that --config.data.sources="[{'path': ..., 'weight': 2}, ...]" works too)
+    c.data.sources = ml_collections.FieldReference(os.path.join(SAMPLES, "pretrain.jsonl"),
+                                                   field_type=object)
+    c.data.eval_sources = ml_collections.FieldReference(
+        os.path.join(SAMPLES, "pretrain_eval.jsonl"), field_type=object)
     c.data.format = "auto"  # text | messages | sharegpt | alpaca | preference | kto | auto
     c.data.tokenizer = "llama3"  # llama3 | mistral | a Hugging Face tokenizer directory
     c.data.template = "llama3"  # chat template: llama3 | mistral | alpaca | hf

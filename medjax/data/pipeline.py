@@ -27,7 +27,7 @@ import grain
 import numpy as np
 from grain import experimental as grain_exp
 
-from .formats import KIND, FormatError, parse
+from .formats import KIND, parse
 from .sources import ConcatSource, DataError, expand_sources
 
 log = logging.getLogger(__name__)
@@ -76,26 +76,23 @@ class BadRecords:
 class ValidatedSource:
     """A source's records for this process, checked once before training.
 
-    Item ``i`` is ``(where, format, example)`` for the ``i``-th good record.
+    Item ``i`` is the ``i``-th good record's normalised example. ``check(example)``
+    may raise (a bad record) or return False (valid but unusable: counted, dropped).
     """
 
     def __init__(self, spec: SourceSpec, data_cfg, kind: str, process_index: int,
-                 process_count: int):
+                 process_count: int, check=None):
         self.source = ConcatSource(expand_sources(spec.path))
         self.format = spec.format or data_cfg.format
         indices = range(process_index, len(self.source), process_count)
         self.bad = BadRecords(total=len(indices))
+        self.dropped = BadRecords(total=len(indices))  # valid, but the prompt leaves no room
         self.good: list[int] = []
         for i in indices:
             where, record = self.source[i]
             try:
-                if isinstance(record, DataError):
-                    raise record
-                fmt, _ = parse(record, self.format)
-                if KIND[fmt] != kind:
-                    raise DataError(f"{where}: a {fmt!r} record cannot train a {kind!r} "
-                                    f"objective (set data.format or use other data)")
-            except (FormatError, DataError) as e:
+                fits = self._check(where, record, kind, check)
+            except ValueError as e:  # FormatError, DataError, or a template's objection
                 msg = str(e) if isinstance(e, DataError) else f"{where}: {e}"
                 if data_cfg.on_bad_record == "error":
                     raise DataError(msg + " (data.on_bad_record='skip' skips such records)") \
@@ -103,6 +100,11 @@ class ValidatedSource:
                 self.bad.count += 1
                 if len(self.bad.examples) < 5:
                     self.bad.examples.append(msg)
+                continue
+            if not fits:
+                self.dropped.count += 1
+                if len(self.dropped.examples) < 5:
+                    self.dropped.examples.append(where)
                 continue
             self.good.append(i)
         if self.bad.count:
@@ -113,8 +115,22 @@ class ValidatedSource:
                 raise DataError(f"{spec.path}: {self.bad.count} of {self.bad.total} records are "
                                 f"bad ({frac:.1%} > data.max_bad_fraction="
                                 f"{data_cfg.max_bad_fraction}); first: {self.bad.examples[:3]}")
+        if self.dropped.count:
+            log.warning("%s: dropped %d of %d examples whose prompt leaves no room for a "
+                        "response within seq_len (first: %s)", spec.path, self.dropped.count,
+                        self.dropped.total, self.dropped.examples)
         if not self.good:
             raise DataError(f"{spec.path}: no usable records for process {process_index}")
+
+    def _check(self, where, record, kind, check) -> bool:
+        """Raises for a bad record; False for a valid one that cannot be used."""
+        if isinstance(record, DataError):
+            raise record
+        fmt, example = parse(record, self.format)
+        if KIND[fmt] != kind:
+            raise DataError(f"{where}: a {fmt!r} record cannot train a {kind!r} objective "
+                            "(set data.format or use other data)")
+        return check(example) if check is not None else True
 
     def __len__(self):
         return len(self.good)
@@ -240,6 +256,39 @@ def kto_rows(batch: dict, seq_len: int) -> dict:
     return out
 
 
+class KeepStart(grain.transforms.Map):
+    """Truncates an over-long conversation to ``seq_len``, logging how many so far."""
+
+    def __init__(self, seq_len: int):
+        self.seq_len, self.truncated = seq_len, 0
+
+    def map(self, x):
+        if len(x["input_ids"]) > self.seq_len:
+            self.truncated += 1
+            if self.truncated & (self.truncated - 1) == 0:  # 1, 2, 4, 8, ...
+                log.warning("%d conversation(s) longer than seq_len=%d truncated so far "
+                            "(their start is kept)", self.truncated, self.seq_len)
+        return {k: v[:self.seq_len] for k, v in x.items()}
+
+
+def make_check(kind: str, template, options: "TokenizeOptions"):
+    """The validation pass's per-example check beyond the format (None: nothing more)."""
+    if kind == "chat" and getattr(template, "name", "") == "alpaca":
+        def check(ex):
+            roles = [m["role"] for m in ex["messages"]]
+            if "alpaca" not in ex and roles != ["user", "assistant"]:
+                raise ValueError(f"the alpaca template takes one user and one assistant "
+                                 f"message, got roles {roles}")
+            return True
+        return check
+    if kind in ("preference", "kto"):
+        def check(ex):  # the prompt (after max_prompt_length) must leave room for a response
+            n = len(template.encode_prompt(ex["prompt"]))
+            return min(n, options.max_prompt_length) < options.seq_len
+        return check
+    return None
+
+
 def _rename_packed(batch):
     return {"input_ids": batch["input_ids"], "segment_ids": batch["input_ids_segment_ids"],
             "positions": batch["input_ids_positions"], "loss_mask": batch["loss_mask"]}
@@ -261,16 +310,17 @@ def build_pipeline(data_cfg, tokenizer, template, *, objective: str, seq_len: in
         raise ValueError(f"objective.name: unknown objective {objective!r} "
                          f"(known: {sorted(OBJECTIVE_KIND)})")
     specs = source_specs(data_cfg.sources if sources is None else sources)
+    options = TokenizeOptions(seq_len, data_cfg.max_prompt_length, data_cfg.truncation_mode)
+    check = make_check(kind, template, options)
     parts = []
     for k, spec in enumerate(specs):
         ds = grain.MapDataset.source(
-            ValidatedSource(spec, data_cfg, kind, process_index, process_count))
+            ValidatedSource(spec, data_cfg, kind, process_index, process_count, check))
         if shuffle:
             ds = ds.shuffle(seed=seed + k)
         parts.append(ds.repeat(num_epochs))
     ds = parts[0] if len(parts) == 1 else grain.MapDataset.mix(
         parts, weights=[s.weight for s in specs])
-    options = TokenizeOptions(seq_len, data_cfg.max_prompt_length, data_cfg.truncation_mode)
     it = ds.map(Tokenize(kind, tokenizer, template, options)).to_iter_dataset()
     if num_workers:  # tokenise in worker processes (the caller needs a __main__ guard)
         from absl import flags
@@ -281,8 +331,8 @@ def build_pipeline(data_cfg, tokenizer, template, *, objective: str, seq_len: in
     if kind in ("text", "chat"):
         if kind == "text":
             it = grain_exp.FlatMapIterDataset(it, SplitLong(seq_len))
-        else:  # an SFT conversation longer than seq_len keeps its start
-            it = it.map(lambda x: {k: v[:seq_len] for k, v in x.items()})
+        else:  # an SFT conversation longer than seq_len keeps its start (and is counted)
+            it = it.map(KeepStart(seq_len))
         it = grain_exp.FirstFitPackIterDataset(
             it, length_struct={"input_ids": seq_len, "loss_mask": seq_len},
             num_packing_bins=batch_size, seed=seed, shuffle_bins=shuffle)

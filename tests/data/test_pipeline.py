@@ -242,3 +242,21 @@ def test_kto_rows_pair_each_prompt_with_the_next_completion(tmp_path):
             ids, mask = b["input_ids"][i, r], b["loss_mask"][i, r]
             assert ids[:len(prompt) + len(resp)].tolist() == prompt + resp
             assert mask.sum() == len(resp) and mask[len(prompt)] == 1
+
+
+def test_template_objections_stop_before_training(tmp_path, caplog):
+    from medjax.data.templates import get_template
+    tok = get_tokenizer("llama3")
+    turns = [{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"}] * 2
+    src = _write(tmp_path / "sft.jsonl", [{"messages": turns[:2]}, {"messages": turns}])
+    with pytest.raises(DataError, match=r"sft.jsonl:2: the alpaca template takes one user"):
+        build_pipeline(data_cfg(sources=src), tok, get_template("alpaca", tok), objective="sft",
+                       seq_len=64, batch_size=1, seed=0)
+    # Prompts that leave no room are dropped and the count is logged.
+    src = _write(tmp_path / "p.jsonl", [{"prompt": "short", "chosen": "a", "rejected": "b"},
+                                        {"prompt": "word " * 50, "chosen": "a", "rejected": "b"}])
+    with caplog.at_level("WARNING"):
+        build_pipeline(data_cfg(sources=src, max_prompt_length=100), tok,
+                       get_template("llama3", tok), objective="dpo", seq_len=32, batch_size=1,
+                       seed=0)
+    assert "dropped 1 of 2 examples" in caplog.text and "p.jsonl:2" in caplog.text
