@@ -43,7 +43,9 @@ def get_config(arg=None):
         os.path.join(SAMPLES, "pretrain_eval.jsonl"), field_type=object)
     c.data.format = "auto"  # text | messages | sharegpt | alpaca | preference | kto | auto
     c.data.tokenizer = "llama3"  # llama3 | mistral | a Hugging Face tokenizer directory
-    c.data.template = "llama3"  # chat template: llama3 | mistral | alpaca | hf
+    # Chat template: auto (the tokenizer directory's own, else the tokenizer family's) |
+    # llama3 | mistral | alpaca | hf
+    c.data.template = "auto"
     c.data.on_bad_record = "error"  # error: stop before training; skip: skip and count
     c.data.max_bad_fraction = 0.01
     c.data.max_prompt_length = 512  # preference / KTO prompts

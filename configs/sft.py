@@ -23,7 +23,6 @@ def get_config(arg=None):
     c.data.sources = os.path.join(pretrain.SAMPLES, "sft_sharegpt.jsonl")
     c.data.eval_sources = os.path.join(pretrain.SAMPLES, "sft_sharegpt_eval.jsonl")
     c.data.format = "auto"
-    c.data.template = "llama3"
     c.steps = 100
     c.seq_len = 256
     c.batch_size = 8

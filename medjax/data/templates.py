@@ -403,7 +403,20 @@ TEMPLATES = {"llama3": Llama3Template, "mistral": MistralTemplate, "alpaca": Alp
 
 
 def get_template(name: str, tokenizer):
-    """The chat template ``name`` (``data.template``) over ``tokenizer``."""
+    """The chat template ``name`` (``data.template``) over ``tokenizer``.
+
+    ``auto``: the tokenizer directory's own template when it has one, else the
+    built-in template of the tokenizer's family (``llama3``, ``mistral``).
+    """
+    if name == "auto":
+        if getattr(tokenizer, "chat_template", None):
+            name = "hf"
+        elif getattr(tokenizer, "name", None) in ("llama3", "mistral"):
+            name = tokenizer.name
+        else:
+            raise ValueError(f"data.template: 'auto' found no chat template in tokenizer "
+                             f"{getattr(tokenizer, 'name', '?')!r}; set data.template to one "
+                             f"of {', '.join(repr(k) for k in KNOWN)}")
     cls = TEMPLATES.get(name)
     if cls is None:
         raise ValueError(f"data.template: unknown chat template {name!r} (known: "

@@ -260,3 +260,20 @@ def test_template_objections_stop_before_training(tmp_path, caplog):
                        get_template("llama3", tok), objective="dpo", seq_len=32, batch_size=1,
                        seed=0)
     assert "dropped 1 of 2 examples" in caplog.text and "p.jsonl:2" in caplog.text
+
+
+def test_arrayrecord_source_and_auto_template(tmp_path):
+    from array_record.python.array_record_module import ArrayRecordWriter
+    from medjax.data.sources import open_file
+    from medjax.data.templates import get_template
+    w = ArrayRecordWriter(str(tmp_path / "d.arrayrecord"), "group_size:1")
+    for i in range(5):
+        w.write(json.dumps({"text": f"record {i}"}).encode())
+    w.write(b"not json")
+    w.close()
+    src = open_file(str(tmp_path / "d.arrayrecord"))
+    assert len(src) == 6 and src[3] == (f"{tmp_path}/d.arrayrecord#3", {"text": "record 3"})
+    assert isinstance(src[5][1], DataError) and "#5: malformed JSON" in str(src[5][1])
+    tok = get_tokenizer("llama3")
+    assert get_template("auto", tok).name == "llama3"
+    assert get_template("auto", get_tokenizer("mistral")).name == "mistral"
