@@ -9,7 +9,8 @@
 Batches are dicts of numpy arrays for this process:
   pretrain / sft: input_ids, segment_ids, positions, loss_mask  [rows, seq_len]
   preference:     input_ids, segment_ids, positions, loss_mask  [rows, 2, seq_len]
-                  (chosen at [:, 0], rejected at [:, 1]: one forward pass serves both)
+                  (chosen at [:, 0], rejected at [:, 1]: one forward pass serves both),
+                  and example_id [rows] (stable per record and pipeline)
   kto:            the same [rows, 2, seq_len] arrays with the example at [:, 0] and a
                   mismatched prompt/completion pair (for the KL estimate) at [:, 1],
                   plus label [rows] (True: desirable)
@@ -81,7 +82,8 @@ class ValidatedSource:
     """
 
     def __init__(self, spec: SourceSpec, data_cfg, kind: str, process_index: int,
-                 process_count: int, check=None):
+                 process_count: int, check=None, source_number: int = 0):
+        self.source_number = source_number
         self.source = ConcatSource(expand_sources(spec.path))
         self.format = spec.format or data_cfg.format
         indices = range(process_index, len(self.source), process_count)
@@ -139,6 +141,8 @@ class ValidatedSource:
         where, record = self.source[self.good[i]]
         fmt, example = parse(record, self.format)
         example["where"] = where
+        # A stable id: (source number, record number), e.g. to look up precomputed values.
+        example["id"] = (self.source_number << 40) + self.good[i]
         return example
 
 
@@ -206,7 +210,8 @@ class Tokenize(grain.transforms.Map):
         out = {"input_ids": np.zeros((2, self.opt.seq_len), np.int32),
                "loss_mask": np.zeros((2, self.opt.seq_len), np.int32),
                "segment_ids": np.zeros((2, self.opt.seq_len), np.int32),
-               "positions": np.zeros((2, self.opt.seq_len), np.int32)}
+               "positions": np.zeros((2, self.opt.seq_len), np.int32),
+               "example_id": np.int64(ex["id"])}
         for r, (ids, mask) in enumerate(zip(rows, masks)):
             n = len(ids)
             out["input_ids"][r, :n] = ids
@@ -315,7 +320,8 @@ def build_pipeline(data_cfg, tokenizer, template, *, objective: str, seq_len: in
     parts = []
     for k, spec in enumerate(specs):
         ds = grain.MapDataset.source(
-            ValidatedSource(spec, data_cfg, kind, process_index, process_count, check))
+            ValidatedSource(spec, data_cfg, kind, process_index, process_count, check,
+                            source_number=k))
         if shuffle:
             ds = ds.shuffle(seed=seed + k)
         parts.append(ds.repeat(num_epochs))
@@ -344,9 +350,19 @@ def build_pipeline(data_cfg, tokenizer, template, *, objective: str, seq_len: in
 
 
 def pipeline_from_config(config, tokenizer, template, *, eval: bool = False,
-                         process_index: int = 0, process_count: int = 1) -> grain.IterDataset:
-    """The training (or evaluation) pipeline for a full training config."""
+                         one_pass: bool = False, process_index: int = 0,
+                         process_count: int = 1) -> grain.IterDataset:
+    """The training (or evaluation) pipeline for a full training config.
+
+    ``one_pass``: every training example once, in order, last batch kept (for
+    precomputing per-example values such as reference log-probs).
+    """
     rows = config.batch_size // process_count
+    if one_pass:
+        return build_pipeline(config.data, tokenizer, template, objective=config.objective.name,
+                              seq_len=config.seq_len, batch_size=rows, seed=config.seed,
+                              num_epochs=1, shuffle=False, drop_remainder=False,
+                              process_index=process_index, process_count=process_count)
     if eval:
         return build_pipeline(config.data, tokenizer, template, objective=config.objective.name,
                               seq_len=config.seq_len, batch_size=rows, seed=config.seed,

@@ -26,10 +26,12 @@ from ..data.templates import get_template
 from ..data.tokenizer import get_tokenizer
 from ..models.checkpoint import is_model_checkpoint, load_model
 from ..objectives import lm_loss
+from ..objectives.preference import LOSS_TYPES, dpo_loss
 from ..parallel import make_mesh
 from .checkpointing import Checkpointer
 from .metrics import MetricsWriter, device_peak_flops, train_flops_per_token
 from .optimizer import make_optimizer, make_schedule
+from .reference import Reference, needs_reference
 from .step import eval_step, train_step
 
 log = logging.getLogger(__name__)
@@ -62,11 +64,17 @@ def build_model(config, mesh, vocab_size: int):
 def make_loss_fn(config, model_config):
     """The objective as ``loss_fn(params, batch, rng) -> (loss, metrics)``."""
     o = config.objective
-    if o.name not in ("pretrain", "sft"):
-        raise ValueError(f"objective.name={o.name!r} is not available yet "
-                         "(known: 'pretrain', 'sft')")
-    return functools.partial(lm_loss, model_config, z_loss=o.z_loss,
-                             neftune_alpha=o.neftune_alpha, chunk_size=o.loss_chunk_size)
+    if o.name in ("pretrain", "sft"):
+        return functools.partial(lm_loss, model_config, z_loss=o.z_loss,
+                                 neftune_alpha=o.neftune_alpha, chunk_size=o.loss_chunk_size)
+    if o.name == "dpo":
+        if o.loss_type not in LOSS_TYPES:
+            raise ValueError(f"objective.loss_type={o.loss_type!r}: known {LOSS_TYPES}")
+        return functools.partial(dpo_loss, model_config, loss_type=o.loss_type, beta=o.beta,
+                                 label_smoothing=o.label_smoothing, gamma=o.gamma,
+                                 sft_weight=o.sft_weight, chunk_size=o.loss_chunk_size)
+    raise ValueError(f"objective.name={o.name!r} is not available yet "
+                     "(known: 'pretrain', 'sft', 'dpo')")
 
 
 class _Preemption:
@@ -97,20 +105,44 @@ def _global_batch(local: dict, sharding) -> dict:
             for k, v in local.items()}
 
 
-def evaluate(config, params, tokenizer, template, batch_sharding, eval_fn):
-    """Token-weighted mean eval metrics over ``eval.batches`` batches (or the whole set)."""
+def device_batch(local: dict, sharding, reference: Reference | None = None,
+                 table: str = "train") -> dict:
+    """A process-local numpy batch -> the global on-device batch (+ reference log-probs)."""
+    local = dict(local)
+    ids = local.pop("example_id", None)
+    batch = _global_batch(local, sharding)
+    if reference is not None:
+        if reference.mode == "precompute":
+            real = local["loss_mask"][:, 0].any(-1)
+            batch["ref_logps"] = jax.make_array_from_process_local_data(
+                sharding, reference.lookup(table, ids, real))
+        else:
+            batch["ref_logps"] = reference.compute(batch)
+    return batch
+
+
+def _pad_rows(local: dict, rows: int) -> dict:
+    """Pads a short last batch with empty rows (segment 0: no targets, no weight)."""
+    return {k: np.pad(v, [(0, rows - len(v))] + [(0, 0)] * (v.ndim - 1))
+            for k, v in local.items()}
+
+
+def eval_pipeline(config, tokenizer, template):
+    rows = config.batch_size // jax.process_count()
     pipe = pipeline_from_config(config, tokenizer, template, eval=True,
                                 process_index=jax.process_index(),
                                 process_count=jax.process_count())
-    rows = config.batch_size // jax.process_count()
+    return (_pad_rows(local, rows) for local in pipe)
+
+
+def evaluate(config, params, tokenizer, template, batch_sharding, eval_fn, reference=None):
+    """Weighted mean eval metrics over ``eval.batches`` batches (or the whole set)."""
     totals, weight = {}, 0.0
-    for i, local in enumerate(pipe):
+    for i, local in enumerate(eval_pipeline(config, tokenizer, template)):
         if config.eval.batches and i >= config.eval.batches:
             break
-        # Pad a short last batch with empty rows (segment 0: no targets, no weight).
-        local = {k: np.pad(v, [(0, rows - len(v))] + [(0, 0)] * (v.ndim - 1))
-                 for k, v in local.items()}
-        m = jax.device_get(eval_fn(params, _global_batch(local, batch_sharding)))
+        batch = device_batch(local, batch_sharding, reference, "eval")
+        m = jax.device_get(eval_fn(params, batch))
         w = float(m["weight"])
         for k, v in m.items():
             if k != "weight":
@@ -178,6 +210,23 @@ def run(config, workdir: str) -> dict:
                                 process_count=jax.process_count())
     data_iter = iter(pipe)
 
+    # The reference is the *starting* policy: built before any restore or update.
+    reference = None
+    if needs_reference(config):
+        with jax.set_mesh(mesh):
+            reference = Reference(config, mesh, model_config, state["params"], batch_sharding)
+            if reference.mode == "precompute":
+                rows = config.batch_size // jax.process_count()
+                train_once = (_pad_rows(b, rows) for b in pipeline_from_config(
+                    config, tokenizer, template, one_pass=True,
+                    process_index=jax.process_index(), process_count=jax.process_count()))
+                to_global = functools.partial(_global_batch, sharding=batch_sharding)
+                reference.precompute("train", train_once, workdir, to_global)
+                if config.data.eval_sources:
+                    reference.precompute("eval", eval_pipeline(config, tokenizer, template),
+                                         workdir, to_global)
+                reference.release_weights()
+
     ckpt = Checkpointer(os.path.join(workdir, "checkpoints"), keep=config.checkpoint.keep,
                         async_save=config.checkpoint.async_save)
     start = ckpt.latest_step()
@@ -201,7 +250,8 @@ def run(config, workdir: str) -> dict:
 
     def log_eval(step):
         with jax.set_mesh(mesh):
-            m = evaluate(config, state["params"], tokenizer, template, batch_sharding, eval_fn)
+            m = evaluate(config, state["params"], tokenizer, template, batch_sharding, eval_fn,
+                         reference)
         writer.write(step, m)
         last.update(m)
         log.info("step %d: %s", step, m)
@@ -223,13 +273,13 @@ def run(config, workdir: str) -> dict:
             except StopIteration:
                 log.info("data exhausted after %d epochs at step %d", config.epochs, step)
                 break
-            batch = _global_batch(local, batch_sharding)
+            batch = device_batch(local, batch_sharding, reference)
             state, metrics = step_fn(state, batch)
             step += 1
             steps_since += 1
             if bar is not None:
                 bar.update(1)
-            tokens_since += config.batch_size * config.seq_len
+            tokens_since += local["input_ids"].size * jax.process_count()
             real_since += int(np.sum(local["segment_ids"] != 0)) * jax.process_count()
 
             if step % config.logging.every == 0 or step == config.steps:

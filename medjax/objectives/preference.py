@@ -1,0 +1,132 @@
+"""Preference objectives: DPO and its variants, SimPO and ORPO (TRL's definitions).
+
+Batches come from the preference pipeline: arrays ``[pairs, 2, seq_len]`` with
+the chosen response at ``[:, 0]`` and the rejected one at ``[:, 1]``; one
+forward pass over ``[2 * pairs, seq_len]`` serves both. The reference model's
+sequence log-probabilities arrive in the batch as ``ref_logps [pairs, 2]``
+(computed by a frozen reference each step, or precomputed once), so the loss
+is a pure function of the policy parameters and the batch.
+
+Notation (references section 4): ``cr = logp(chosen) - ref(chosen)``,
+``rr = logp(rejected) - ref(rejected)``, ``d = cr - rr``; sequence logps are
+sums over response tokens.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+from ..models import ModelConfig, forward_hidden, lm_head_kernel
+from .lm import next_token_targets, token_nll
+
+LOSS_TYPES = ("sigmoid", "hinge", "ipo", "robust", "nca_pair", "bco_pair", "sppo_hard",
+              "apo_zero", "simpo", "orpo")
+REFERENCE_FREE = ("simpo", "orpo")
+log_sigmoid = jax.nn.log_sigmoid
+
+
+def flatten_pairs(batch: dict) -> dict:
+    """``[pairs, 2, L]`` arrays -> ``[2 * pairs, L]`` rows (chosen, rejected, chosen, ...)."""
+    return {k: v.reshape(-1, v.shape[-1]) for k, v in batch.items()
+            if k in ("input_ids", "segment_ids", "positions", "loss_mask")}
+
+
+def sequence_logps(config: ModelConfig, params, batch: dict, *,
+                   chunk_size: int = 1024) -> tuple[jax.Array, jax.Array]:
+    """Sum of response-token log-probs and response length, both ``[pairs, 2]``."""
+    rows = flatten_pairs(batch)
+    hidden = forward_hidden(config, params, rows["input_ids"], segment_ids=rows["segment_ids"],
+                            positions=rows["positions"])
+    targets, weights = next_token_targets(rows)
+    nll, _ = token_nll(hidden, lm_head_kernel(config, params), targets, chunk_size=chunk_size)
+    pairs = batch["input_ids"].shape[0]
+    logps = -(nll * weights).sum(-1).reshape(pairs, 2)
+    lengths = weights.sum(-1).reshape(pairs, 2)
+    return logps, lengths
+
+
+def pair_losses(loss_type: str, policy: jax.Array, reference: jax.Array | None,
+                lengths: jax.Array, *, beta: float, label_smoothing: float = 0.0,
+                gamma: float = 0.0) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """Per-pair losses and the implicit rewards (chosen, rejected), all ``[pairs]``.
+
+    ``policy`` / ``reference``: summed sequence logps ``[pairs, 2]``; ``lengths``:
+    response token counts ``[pairs, 2]``.
+    """
+    eps = label_smoothing
+    avg = policy / jnp.maximum(lengths, 1.0)
+    if loss_type == "simpo":
+        logits = avg[:, 0] - avg[:, 1]
+        losses = (-(1 - eps) * log_sigmoid(beta * logits - gamma)
+                  - eps * log_sigmoid(-(beta * logits - gamma)))
+        return losses, beta * avg[:, 0], beta * avg[:, 1]
+    if loss_type == "orpo":
+        # log odds of the length-normalised probability p: log p - log(1 - p)
+        log_odds = (avg[:, 0] - avg[:, 1]) - (jnp.log1p(-jnp.exp(avg[:, 0]))
+                                              - jnp.log1p(-jnp.exp(avg[:, 1])))
+        nll = -avg[:, 0]
+        losses = nll - beta * log_sigmoid(log_odds)
+        return losses, beta * avg[:, 0], beta * avg[:, 1]
+
+    ratios = policy - reference  # [pairs, 2]: cr, rr
+    if loss_type == "ipo":  # per-token averaged log-ratios
+        ratios = ratios / jnp.maximum(lengths, 1.0)
+    cr, rr = ratios[:, 0], ratios[:, 1]
+    d = cr - rr
+    if loss_type == "sigmoid":
+        losses = -(1 - eps) * log_sigmoid(beta * d) - eps * log_sigmoid(-beta * d)
+    elif loss_type == "hinge":
+        losses = jax.nn.relu(1 - beta * d)
+    elif loss_type == "ipo":
+        losses = (d - 1 / (2 * beta)) ** 2
+    elif loss_type == "robust":
+        losses = ((-(1 - eps) * log_sigmoid(beta * d) + eps * log_sigmoid(-beta * d))
+                  / (1 - 2 * eps))
+    elif loss_type == "nca_pair":
+        losses = (-log_sigmoid(beta * cr) - 0.5 * log_sigmoid(-beta * cr)
+                  - 0.5 * log_sigmoid(-beta * rr))
+    elif loss_type == "bco_pair":
+        losses = -log_sigmoid(beta * cr) - log_sigmoid(-beta * rr)
+    elif loss_type == "sppo_hard":
+        losses = (cr - 1 / (2 * beta)) ** 2 + (rr + 1 / (2 * beta)) ** 2
+    elif loss_type == "apo_zero":
+        losses = (1 - jax.nn.sigmoid(beta * cr)) + jax.nn.sigmoid(beta * rr)
+    else:
+        raise ValueError(f"objective.loss_type: unknown {loss_type!r} (known: {LOSS_TYPES})")
+    raw = policy - reference  # rewards are always on summed log-ratios
+    return losses, beta * raw[:, 0], beta * raw[:, 1]
+
+
+def dpo_loss(config: ModelConfig, params, batch: dict, rng=None, *, loss_type: str = "sigmoid",
+             beta: float = 0.1, label_smoothing: float = 0.0, gamma: float = 0.0,
+             sft_weight: float = 0.0, chunk_size: int = 1024):
+    """Mean preference loss over the pairs of a batch, with TRL's metrics.
+
+    ``batch["ref_logps"]`` ``[pairs, 2]`` is required unless the loss is
+    reference-free (simpo, orpo). ``metrics["weight"]`` counts real pairs
+    (padding rows of a short final batch have no response tokens).
+    """
+    del rng
+    policy, lengths = sequence_logps(config, params, batch, chunk_size=chunk_size)
+    reference = None if loss_type in REFERENCE_FREE else batch["ref_logps"]
+    losses, r_chosen, r_rejected = pair_losses(loss_type, policy, reference, lengths, beta=beta,
+                                               label_smoothing=label_smoothing, gamma=gamma)
+    real = (lengths[:, 0] > 0).astype(jnp.float32)
+    n = jnp.maximum(real.sum(), 1.0)
+
+    def mean(x):
+        return (x * real).sum() / n
+
+    if sft_weight:
+        losses = losses + sft_weight * (-policy[:, 0] / jnp.maximum(lengths[:, 0], 1.0))
+    metrics = {
+        "rewards/chosen": mean(r_chosen),
+        "rewards/rejected": mean(r_rejected),
+        "rewards/accuracies": mean((r_chosen > r_rejected).astype(jnp.float32)),
+        "rewards/margins": mean(r_chosen - r_rejected),
+        "logps/chosen": mean(policy[:, 0]),
+        "logps/rejected": mean(policy[:, 1]),
+        "weight": real.sum(),
+    }
+    return mean(losses), metrics
