@@ -219,3 +219,35 @@ def test_every_config_runs_end_to_end_and_learns(tmp_path, config_file):
     evals = [r["eval/loss"] for r in rows if "eval/loss" in r]
     assert len(evals) == 2 and evals[1] < evals[0] - 1.0
     assert 0.5 < last["packing_efficiency"] <= 1.0
+
+
+def _dpo_config(**kw):
+    spec = importlib.util.spec_from_file_location("dpo", os.path.join(ROOT, "configs", "dpo.py"))
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    c = mod.get_config()
+    c.steps, c.batch_size, c.seq_len, c.logging.every, c.logging.progress = 2, 8, 64, 1, False
+    c.eval.every, c.eval.batches, c.checkpoint.every = 0, 1, 100
+    for k, v in kw.items():
+        node = c
+        *parents, leaf = k.split(".")
+        for p in parents:
+            node = node[p]
+        node[leaf] = v
+    return c
+
+
+def test_dpo_precomputed_reference_equals_frozen(tmp_path):
+    run(_dpo_config(**{"objective.reference": "frozen"}), str(tmp_path / "frozen"))
+    run(_dpo_config(**{"objective.reference": "precompute"}), str(tmp_path / "pre"))
+    assert (tmp_path / "pre" / "reference_logps_train.npz").exists()
+    rows = {}
+    for name in ("frozen", "pre"):
+        rows[name] = [json.loads(x) for x in open(tmp_path / name / "metrics.jsonl")]
+    first = {n: next(r for r in rows[n] if r.get("step") == 1) for n in rows}
+    np.testing.assert_allclose(first["frozen"]["loss"], np.log(2), rtol=1e-5)
+    for key in ("loss", "grad_norm", "rewards/accuracies", "logps/chosen"):
+        np.testing.assert_allclose(first["pre"][key], first["frozen"][key], rtol=1e-5, atol=1e-6)
+    second = {n: next(r for r in rows[n] if r.get("step") == 2) for n in rows}
+    np.testing.assert_allclose(second["pre"]["loss"], second["frozen"]["loss"], rtol=1e-4)
+    assert abs(second["frozen"]["rewards/margins"]) > 0  # the reference stayed put
