@@ -7,10 +7,58 @@ restarts from the newest complete checkpoint.
 
 from __future__ import annotations
 
+import json
 import os
 
 import grain
+import jax
 import orbax.checkpoint as ocp
+
+from ..models import ModelConfig
+
+MODEL_CONFIG_FILE = "model_config.json"  # in a training workdir, next to checkpoints/
+
+
+def write_model_config(workdir: str, config: ModelConfig) -> None:
+    if jax.process_index() == 0:
+        tmp = os.path.join(workdir, MODEL_CONFIG_FILE + ".tmp")
+        with open(tmp, "w") as f:
+            json.dump(config.to_dict(), f, indent=2)
+        os.replace(tmp, os.path.join(workdir, MODEL_CONFIG_FILE))
+
+
+def is_training_workdir(path: str) -> bool:
+    return (os.path.isfile(os.path.join(path, MODEL_CONFIG_FILE))
+            and os.path.isdir(os.path.join(path, "checkpoints")))
+
+
+def load_trained_params(workdir: str, shardings_for, **config_overrides):
+    """(ModelConfig, params) of the newest checkpoint of a training workdir.
+
+    Only the parameters are read (no optimizer state), straight into the
+    shardings ``shardings_for(model_config)`` returns.
+    """
+    with open(os.path.join(workdir, MODEL_CONFIG_FILE)) as f:
+        saved = ModelConfig.from_dict(json.load(f))
+    config = saved.replace(**config_overrides)
+    directory = os.path.abspath(os.path.join(workdir, "checkpoints"))
+    steps = sorted(int(d) for d in os.listdir(directory) if d.isdigit())
+    if not steps:
+        raise FileNotFoundError(f"{directory}: no complete checkpoint to start from")
+    from ..models import abstract_params
+    abstract = abstract_params(saved)  # as stored
+    shardings = shardings_for(config)
+    restore_args = jax.tree.map(lambda s: ocp.ArrayRestoreArgs(sharding=s), shardings)
+    with ocp.PyTreeCheckpointer() as ckptr:
+        state = ckptr.restore(
+            os.path.join(directory, str(steps[-1]), "state"),
+            args=ocp.args.PyTreeRestore(item={"params": abstract},
+                                        restore_args={"params": restore_args},
+                                        partial_restore=True))
+    params = state["params"]
+    dt = jax.numpy.dtype(config.param_dtype)
+    params = jax.tree.map(lambda x: x.astype(dt) if x.dtype != dt else x, params)
+    return config, params
 
 
 class Checkpointer:

@@ -28,7 +28,8 @@ from ..models.checkpoint import is_model_checkpoint, load_model
 from ..objectives import lm_loss
 from ..objectives.preference import LOSS_TYPES, dpo_loss
 from ..parallel import make_mesh
-from .checkpointing import Checkpointer
+from .checkpointing import (Checkpointer, is_training_workdir, load_trained_params,
+                            write_model_config)
 from .metrics import MetricsWriter, device_peak_flops, train_flops_per_token
 from .optimizer import make_optimizer, make_schedule
 from .reference import Reference, needs_reference
@@ -43,6 +44,9 @@ def build_model(config, mesh, vocab_size: int):
     overrides = dict(param_dtype=m.param_dtype, dtype=m.dtype, remat_policy=m.remat_policy,
                      scan_layers=m.scan_layers, attention=m.attention)
     if m.init_from:
+        if is_training_workdir(m.init_from):  # a previous medjax.train run (e.g. SFT)
+            return load_trained_params(
+                m.init_from, lambda cfg: models.param_shardings(cfg, mesh), **overrides)
         if is_model_checkpoint(m.init_from):
             return load_model(m.init_from, mesh=mesh, **overrides)
         if os.path.isfile(os.path.join(m.init_from, "config.json")):
@@ -51,7 +55,8 @@ def build_model(config, mesh, vocab_size: int):
                                             if k not in ("param_dtype", "dtype")})
             return cfg.replace(dtype=m.dtype), params
         raise FileNotFoundError(f"model.init_from={m.init_from!r}: neither a Hugging Face "
-                                "directory (config.json) nor a medjax model checkpoint")
+                                "directory (config.json), a medjax model checkpoint, nor a "
+                                "medjax.train workdir")
     cfg = models.get_preset(m.preset, **overrides)
     if m.vocab_size:
         cfg = cfg.replace(vocab_size=m.vocab_size)
@@ -203,6 +208,7 @@ def run(config, workdir: str) -> dict:
     tokenizer = get_tokenizer(config.data.tokenizer)
     mesh, model_config, state, _, batch_sharding, loss_fn, step_fn = setup(
         config, tokenizer.vocab_size)
+    write_model_config(workdir, model_config)  # lets model.init_from point at this workdir
 
     template = (get_template(config.data.template, tokenizer)
                 if config.objective.name != "pretrain" else None)

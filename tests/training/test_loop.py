@@ -251,3 +251,13 @@ def test_dpo_precomputed_reference_equals_frozen(tmp_path):
     second = {n: next(r for r in rows[n] if r.get("step") == 2) for n in rows}
     np.testing.assert_allclose(second["pre"]["loss"], second["frozen"]["loss"], rtol=1e-4)
     assert abs(second["frozen"]["rewards/margins"]) > 0  # the reference stayed put
+
+
+def test_init_from_a_training_workdir(data, straight, tmp_path):
+    """A finished run's workdir starts another run (e.g. DPO from SFT) with its parameters."""
+    c = small(data, steps=1, **{"model.init_from": str(straight), "eval.at_start": True,
+                                "eval.batches": 1, **MESH_8})
+    got = run(c, str(tmp_path / "next"))["eval/loss"]
+    fresh = run(small(data, steps=1, **{"eval.at_start": True, "eval.batches": 1, **MESH_8}),
+                str(tmp_path / "scratch"))["eval/loss"]
+    assert got < fresh - 1.0  # trained parameters, not a fresh init
