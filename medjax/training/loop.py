@@ -26,6 +26,7 @@ from ..data.templates import get_template
 from ..data.tokenizer import get_tokenizer
 from ..models.checkpoint import is_model_checkpoint, load_model
 from ..objectives import lm_loss
+from ..objectives.kto import kto_loss
 from ..objectives.preference import LOSS_TYPES, dpo_loss
 from ..parallel import make_mesh
 from .checkpointing import (Checkpointer, is_training_workdir, load_trained_params,
@@ -78,8 +79,13 @@ def make_loss_fn(config, model_config):
         return functools.partial(dpo_loss, model_config, loss_type=o.loss_type, beta=o.beta,
                                  label_smoothing=o.label_smoothing, gamma=o.gamma,
                                  sft_weight=o.sft_weight, chunk_size=o.loss_chunk_size)
+    if o.name == "kto":
+        return functools.partial(kto_loss, model_config, beta=o.beta,
+                                 desirable_weight=o.desirable_weight,
+                                 undesirable_weight=o.undesirable_weight,
+                                 chunk_size=o.loss_chunk_size)
     raise ValueError(f"objective.name={o.name!r} is not available yet "
-                     "(known: 'pretrain', 'sft', 'dpo')")
+                     "(known: 'pretrain', 'sft', 'dpo', 'kto')")
 
 
 class _Preemption:
@@ -193,7 +199,7 @@ def setup(config, vocab_size: int) -> Setup:
     state_sharding = jax.tree.map(
         lambda x: x.sharding if isinstance(x.sharding, NamedSharding) else replicated, state)
     state = jax.device_put(state, state_sharding)
-    batch_sharding = NamedSharding(mesh, P(("data", "fsdp"), None))
+    batch_sharding = NamedSharding(mesh, P(("data", "fsdp")))
     step_fn = jax.jit(
         functools.partial(train_step, loss_fn=loss_fn, tx=tx, schedule=schedule,
                           base_rng=jax.random.key(config.seed + 1), grad_accum=accum),

@@ -30,12 +30,15 @@ log = logging.getLogger(__name__)
 
 def needs_reference(config) -> bool:
     o = config.objective
-    return o.name == "dpo" and o.loss_type not in REFERENCE_FREE
+    return (o.name == "dpo" and o.loss_type not in REFERENCE_FREE) or o.name == "kto"
 
 
 class Reference:
     def __init__(self, config, mesh, model_config, start_params, batch_sharding):
         self.mode = config.objective.reference
+        if self.mode == "precompute" and config.objective.name == "kto":
+            raise ValueError("objective.reference='precompute' is not available for KTO: its "
+                             "KL rows pair examples within a batch; use 'frozen' or a model")
         self.batch_sharding = batch_sharding
         self.params = None
         self.tables: dict[str, dict[int, np.ndarray]] = {}

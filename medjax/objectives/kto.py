@@ -1,0 +1,60 @@
+"""KTO: unpaired desirable / undesirable completions (TRL's definition).
+
+Batches come from the KTO pipeline: ``[rows, 2, seq_len]`` with each example
+at ``[:, 0]`` and a mismatched prompt/completion pair at ``[:, 1]`` (for the KL
+estimate), ``label [rows]`` and ``ref_logps [rows, 2]``. The KL estimate
+
+    z = max(0, mean over the global batch of (logp - ref) on mismatched pairs)
+
+is detached and, because the loss is computed on the global (sharded) batch
+inside one jitted step, averaged over every device's rows.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+from ..models import ModelConfig
+from .preference import sequence_logps
+
+
+def kto_losses(policy: jax.Array, reference: jax.Array, label: jax.Array, kl_rows: jax.Array, *,
+               beta: float, desirable_weight: float = 1.0,
+               undesirable_weight: float = 1.0) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """Per-example losses ``[rows]``, the KL estimate, and the rewards ``beta * r``.
+
+    ``kl_rows [rows]`` marks the rows whose mismatched pair exists (not padding).
+    """
+    ratios = policy - reference  # [rows, 2]
+    r = ratios[:, 0]
+    kl = (ratios[:, 1] * kl_rows).sum() / jnp.maximum(kl_rows.sum(), 1)
+    z = jax.lax.stop_gradient(jnp.maximum(kl, 0.0))
+    desirable = desirable_weight * (1 - jax.nn.sigmoid(beta * (r - z)))
+    undesirable = undesirable_weight * (1 - jax.nn.sigmoid(beta * (z - r)))
+    return jnp.where(label, desirable, undesirable), z, beta * r
+
+
+def kto_loss(config: ModelConfig, params, batch: dict, rng=None, *, beta: float = 0.1,
+             desirable_weight: float = 1.0, undesirable_weight: float = 1.0,
+             chunk_size: int = 1024):
+    del rng
+    policy, lengths = sequence_logps(config, params, batch, chunk_size=chunk_size)
+    real = lengths[:, 0] > 0
+    losses, kl, rewards = kto_losses(policy, batch["ref_logps"], batch["label"],
+                                     lengths[:, 1] > 0, beta=beta,
+                                     desirable_weight=desirable_weight,
+                                     undesirable_weight=undesirable_weight)
+    realf = real.astype(jnp.float32)
+    good = realf * batch["label"]
+    bad = realf * (1 - batch["label"].astype(jnp.float32))
+    n = jnp.maximum(realf.sum(), 1.0)
+    metrics = {
+        "kl": kl,
+        "rewards/chosen": (rewards * good).sum() / jnp.maximum(good.sum(), 1.0),
+        "rewards/rejected": (rewards * bad).sum() / jnp.maximum(bad.sum(), 1.0),
+        "logps/chosen": (policy[:, 0] * good).sum() / jnp.maximum(good.sum(), 1.0),
+        "logps/rejected": (policy[:, 0] * bad).sum() / jnp.maximum(bad.sum(), 1.0),
+        "weight": realf.sum(),
+    }
+    return (losses * realf).sum() / n, metrics
