@@ -261,3 +261,20 @@ def test_init_from_a_training_workdir(data, straight, tmp_path):
     fresh = run(small(data, steps=1, **{"eval.at_start": True, "eval.batches": 1, **MESH_8}),
                 str(tmp_path / "scratch"))["eval/loss"]
     assert got < fresh - 1.0  # trained parameters, not a fresh init
+
+
+def test_kto_config_runs(tmp_path):
+    spec = importlib.util.spec_from_file_location("kto", os.path.join(ROOT, "configs", "kto.py"))
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    c = mod.get_config()
+    c.steps, c.batch_size, c.logging.every, c.logging.progress = 2, 8, 1, False
+    c.eval.every, c.eval.batches, c.eval.at_start = 0, 1, True
+    last = run(c, str(tmp_path / "kto"))
+    rows = [json.loads(x) for x in open(tmp_path / "kto" / "metrics.jsonl")]
+    np.testing.assert_allclose(rows[0]["eval/loss"], 0.5, rtol=1e-6)  # 1 - sigmoid(0)
+    assert rows[0]["eval/kl"] == 0.0 and "kl" in last and np.isfinite(last["loss"])
+    with pytest.raises(ValueError, match="precompute.*not available for KTO"):
+        with c.unlocked():
+            c.objective.reference = "precompute"
+        run(c, str(tmp_path / "kto2"))
