@@ -28,7 +28,8 @@ from ..models.checkpoint import is_model_checkpoint, load_model
 from ..objectives import lm_loss
 from ..objectives.kto import kto_loss
 from ..objectives.preference import LOSS_TYPES, dpo_loss
-from ..parallel import make_mesh
+from ..objectives.reward import init_reward_head, reward_loss
+from ..parallel import logical_to_spec, make_mesh
 from .checkpointing import (Checkpointer, is_training_workdir, load_trained_params,
                             write_model_config)
 from .metrics import MetricsWriter, device_peak_flops, train_flops_per_token
@@ -79,13 +80,16 @@ def make_loss_fn(config, model_config):
         return functools.partial(dpo_loss, model_config, loss_type=o.loss_type, beta=o.beta,
                                  label_smoothing=o.label_smoothing, gamma=o.gamma,
                                  sft_weight=o.sft_weight, chunk_size=o.loss_chunk_size)
+    if o.name == "reward":
+        return functools.partial(reward_loss, model_config, margin=o.margin,
+                                 centering=o.centering)
     if o.name == "kto":
         return functools.partial(kto_loss, model_config, beta=o.beta,
                                  desirable_weight=o.desirable_weight,
                                  undesirable_weight=o.undesirable_weight,
                                  chunk_size=o.loss_chunk_size)
     raise ValueError(f"objective.name={o.name!r} is not available yet "
-                     "(known: 'pretrain', 'sft', 'dpo', 'kto')")
+                     "(known: 'pretrain', 'sft', 'dpo', 'kto', 'reward')")
 
 
 class _Preemption:
@@ -188,6 +192,14 @@ def setup(config, vocab_size: int) -> Setup:
                          f"optimizer.grad_accum={accum}")
     with jax.set_mesh(mesh):
         model_config, params = build_model(config, mesh, vocab_size)
+        if config.objective.name == "reward":  # a scalar head replaces the LM head
+            params = dict(params)
+            params.pop("lm_head", None)
+            if "reward_head" not in params:
+                head_sharding = NamedSharding(mesh, logical_to_spec(("embed",)))
+                params["reward_head"] = jax.jit(
+                    functools.partial(init_reward_head, model_config),
+                    out_shardings={"kernel": head_sharding})(jax.random.key(config.seed + 2))
     loss_fn = make_loss_fn(config, model_config)
     tx = make_optimizer(config.optimizer, config.steps)
     schedule = make_schedule(config.optimizer, config.steps)

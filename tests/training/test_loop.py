@@ -278,3 +278,19 @@ def test_kto_config_runs(tmp_path):
         with c.unlocked():
             c.objective.reference = "precompute"
         run(c, str(tmp_path / "kto2"))
+
+
+def test_reward_config_runs_and_fits_its_training_pairs(tmp_path):
+    spec = importlib.util.spec_from_file_location("rm", os.path.join(ROOT, "configs", "reward.py"))
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    c = mod.get_config()
+    c.steps, c.logging.every, c.logging.progress, c.eval.every = 200, 10, False, 0
+    c.eval.at_start, c.checkpoint.every = False, 200
+    run(c, str(tmp_path / "rm"))
+    rows = [json.loads(x) for x in open(tmp_path / "rm" / "metrics.jsonl")]
+    assert len(rows) == 20
+    first = np.mean([r["accuracy"] for r in rows[:3]])
+    last = np.mean([r["accuracy"] for r in rows[-5:]])
+    assert last > 0.75 and last > first + 0.1, (first, last)
+    assert np.mean([r["loss"] for r in rows[-5:]]) < np.mean([r["loss"] for r in rows[:3]])
