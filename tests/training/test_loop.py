@@ -35,12 +35,18 @@ def data(tmp_path_factory):
     return d
 
 
-def load_config(**overrides):
-    spec = importlib.util.spec_from_file_location("pretrain_cfg",
-                                                  os.path.join(ROOT, "configs", "pretrain.py"))
+def config_module(name: str):
+    """configs/<name>.py as a module."""
+    spec = importlib.util.spec_from_file_location(f"cfg_{name}",
+                                                  os.path.join(ROOT, "configs", f"{name}.py"))
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
-    c = mod.get_config()
+    return mod
+
+
+def load_config(name: str = "pretrain", **overrides):
+    """A config's default variant with dotted-key overrides."""
+    c = config_module(name).get_config()
     for key, value in overrides.items():
         node = c
         *parents, leaf = key.split(".")
@@ -187,10 +193,7 @@ def test_eval_at_start_equals_transformers_cross_entropy(data, tmp_path):
 def test_config_variants_and_cli_errors(tmp_path):
     c = load_config()
     assert c.objective.name == "pretrain" and c.model.preset == "llama3_tiny"
-    spec = importlib.util.spec_from_file_location("p", os.path.join(ROOT, "configs", "pretrain.py"))
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    m = mod.get_config("mistral_7b")  # Internist.ai 7b's hyperparameters
+    m = config_module("pretrain").get_config("mistral_7b")  # Internist.ai 7b's hyperparameters
     assert (m.model.preset, m.optimizer.lr, m.optimizer.min_lr, m.seq_len) == (
         "mistral_7b", 6e-6, 1e-8, 4096)
     assert m.objective.neftune_alpha == 5 and m.optimizer.b2 == 0.95
@@ -207,11 +210,7 @@ def test_config_variants_and_cli_errors(tmp_path):
 @pytest.mark.parametrize("config_file", ["pretrain.py", "sft.py"])
 def test_every_config_runs_end_to_end_and_learns(tmp_path, config_file):
     """Each configs/*.py default variant on its bundled data, shortened."""
-    spec = importlib.util.spec_from_file_location(config_file[:-3],
-                                                  os.path.join(ROOT, "configs", config_file))
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    c = mod.get_config()
+    c = load_config(config_file[:-3])
     c.steps, c.seq_len, c.logging.every, c.eval.every, c.eval.batches = 12, 128, 4, 12, 2
     c.logging.progress = False
     last = run(c, str(tmp_path / "wd"))
@@ -222,19 +221,9 @@ def test_every_config_runs_end_to_end_and_learns(tmp_path, config_file):
 
 
 def _dpo_config(**kw):
-    spec = importlib.util.spec_from_file_location("dpo", os.path.join(ROOT, "configs", "dpo.py"))
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    c = mod.get_config()
-    c.steps, c.batch_size, c.seq_len, c.logging.every, c.logging.progress = 2, 8, 64, 1, False
-    c.eval.every, c.eval.batches, c.checkpoint.every = 0, 1, 100
-    for k, v in kw.items():
-        node = c
-        *parents, leaf = k.split(".")
-        for p in parents:
-            node = node[p]
-        node[leaf] = v
-    return c
+    return load_config("dpo", **{"steps": 2, "batch_size": 8, "seq_len": 64, "logging.every": 1,
+                                 "logging.progress": False, "eval.every": 0, "eval.batches": 1,
+                                 "checkpoint.every": 100, **kw})
 
 
 def test_dpo_precomputed_reference_equals_frozen(tmp_path):
@@ -264,10 +253,7 @@ def test_init_from_a_training_workdir(data, straight, tmp_path):
 
 
 def test_kto_config_runs(tmp_path):
-    spec = importlib.util.spec_from_file_location("kto", os.path.join(ROOT, "configs", "kto.py"))
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    c = mod.get_config()
+    c = load_config("kto")
     c.steps, c.batch_size, c.logging.every, c.logging.progress = 2, 8, 1, False
     c.eval.every, c.eval.batches, c.eval.at_start = 0, 1, True
     last = run(c, str(tmp_path / "kto"))
@@ -281,10 +267,7 @@ def test_kto_config_runs(tmp_path):
 
 
 def test_reward_config_runs_and_fits_its_training_pairs(tmp_path):
-    spec = importlib.util.spec_from_file_location("rm", os.path.join(ROOT, "configs", "reward.py"))
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    c = mod.get_config()
+    c = load_config("reward")
     c.steps, c.logging.every, c.logging.progress, c.eval.every = 200, 10, False, 0
     c.eval.at_start, c.checkpoint.every = False, 200
     run(c, str(tmp_path / "rm"))

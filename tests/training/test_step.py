@@ -82,7 +82,7 @@ def test_mixed_precision_keeps_float32_master_weights():
             train_step, loss_fn=functools.partial(lm_loss, config.replace(dtype=dtype)), tx=tx,
             schedule=make_schedule(_opt(), 10), base_rng=jax.random.key(1)))
         out[dtype] = step(state, {"input_ids": ids})
-    (s32, m32), (s16, m16) = out["float32"], out["bfloat16"]
+    (_, m32), (s16, m16) = out["float32"], out["bfloat16"]
     assert all(x.dtype == jnp.float32 for x in jax.tree.leaves(s16["params"]))
     assert all(x.dtype in (jnp.float32, jnp.int32) for x in jax.tree.leaves(s16["opt_state"]))
     np.testing.assert_allclose(m16["loss"], m32["loss"], rtol=2e-2)
