@@ -19,11 +19,32 @@ from ..models import ModelConfig
 MODEL_CONFIG_FILE = "model_config.json"  # in a training workdir, next to checkpoints/
 
 
-def write_model_config(workdir: str, config: ModelConfig) -> None:
+_SHAPE_FIELDS = ("family", "vocab_size", "hidden_size", "intermediate_size", "num_layers",
+                 "num_heads", "num_kv_heads", "head_dim", "tie_embeddings")
+
+
+def check_workdir(workdir: str, config: ModelConfig, objective: str) -> None:
+    """A workdir that already holds a run of another model or objective is an error
+    (restarting there would try to resume it), never silently reused."""
+    path = os.path.join(workdir, MODEL_CONFIG_FILE)
+    if not os.path.exists(path):
+        return
+    with open(path) as f:
+        saved = json.load(f)
+    changed = [k for k in _SHAPE_FIELDS if saved.get(k) != getattr(config, k)]
+    if saved.get("objective", objective) != objective:
+        changed.append("objective")
+    if changed:
+        raise ValueError(f"{workdir}: holds a run of another model or objective (differs in "
+                         f"{changed}); use a new --workdir, or model.init_from={workdir} to "
+                         "start from it")
+
+
+def write_model_config(workdir: str, config: ModelConfig, objective: str = "") -> None:
     if jax.process_index() == 0:
         tmp = os.path.join(workdir, MODEL_CONFIG_FILE + ".tmp")
         with open(tmp, "w") as f:
-            json.dump(config.to_dict(), f, indent=2)
+            json.dump({**config.to_dict(), "objective": objective}, f, indent=2)
         os.replace(tmp, os.path.join(workdir, MODEL_CONFIG_FILE))
 
 
@@ -39,7 +60,9 @@ def load_trained_params(workdir: str, shardings_for, **config_overrides):
     shardings ``shardings_for(model_config)`` returns.
     """
     with open(os.path.join(workdir, MODEL_CONFIG_FILE)) as f:
-        saved = ModelConfig.from_dict(json.load(f))
+        saved = json.load(f)
+    saved.pop("objective", None)
+    saved = ModelConfig.from_dict(saved)
     config = saved.replace(**config_overrides)
     directory = os.path.abspath(os.path.join(workdir, "checkpoints"))
     steps = sorted(int(d) for d in os.listdir(directory) if d.isdigit())

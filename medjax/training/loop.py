@@ -30,8 +30,8 @@ from ..objectives.kto import kto_loss
 from ..objectives.preference import LOSS_TYPES, dpo_loss
 from ..objectives.reward import init_reward_head, reward_loss
 from ..parallel import logical_to_spec, make_mesh
-from .checkpointing import (Checkpointer, is_training_workdir, load_trained_params,
-                            write_model_config)
+from .checkpointing import (Checkpointer, check_workdir, is_training_workdir,
+                            load_trained_params, write_model_config)
 from .metrics import MetricsWriter, device_peak_flops, train_flops_per_token
 from .optimizer import make_optimizer, make_schedule
 from .reference import Reference, needs_reference
@@ -226,7 +226,8 @@ def run(config, workdir: str) -> dict:
     tokenizer = get_tokenizer(config.data.tokenizer)
     mesh, model_config, state, _, batch_sharding, loss_fn, step_fn = setup(
         config, tokenizer.vocab_size)
-    write_model_config(workdir, model_config)  # lets model.init_from point at this workdir
+    check_workdir(workdir, model_config, config.objective.name)
+    write_model_config(workdir, model_config, config.objective.name)  # for model.init_from
 
     template = (get_template(config.data.template, tokenizer)
                 if config.objective.name != "pretrain" else None)

@@ -277,3 +277,12 @@ def test_reward_config_runs_and_fits_its_training_pairs(tmp_path):
     last = np.mean([r["accuracy"] for r in rows[-5:]])
     assert last > 0.75 and last > first + 0.1, (first, last)
     assert np.mean([r["loss"] for r in rows[-5:]]) < np.mean([r["loss"] for r in rows[:3]])
+
+
+def test_a_workdir_of_another_run_is_refused(data, straight):
+    c = load_config("reward", **{"steps": 1, "logging.progress": False, "eval.at_start": False})
+    before = {p: os.path.getmtime(p) for p in (straight / "checkpoints").rglob("*")}
+    with pytest.raises(ValueError, match="holds a run of another model or objective.*objective"):
+        run(c, str(straight))
+    after = {p: os.path.getmtime(p) for p in (straight / "checkpoints").rglob("*")}
+    assert after == before  # nothing of the earlier run was touched
