@@ -39,13 +39,7 @@ def get_config(arg=None):
     c.eval.every = 50
     c.checkpoint.every = 50
     if arg in ("llama3_8b", "llama3_70b", "mistral_7b"):
-        c.model.preset = arg
-        c.model.vocab_size = 0
-        c.model.dtype = "bfloat16"
-        c.model.remat_policy = "dots_no_batch"
-        c.data.tokenizer = "mistral" if arg == "mistral_7b" else "llama3"
-        c.data.sources = ""
-        c.data.eval_sources = ""
+        pretrain.full_size(c, arg, tokenizer="mistral" if arg == "mistral_7b" else "llama3")
         c.seq_len = 2048  # UltraMedical: max length 2048, max prompt 512
         c.data.max_prompt_length = 512
         c.batch_size = 32

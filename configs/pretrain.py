@@ -16,6 +16,19 @@ SAMPLES = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
                        "medjax", "data", "samples")
 
 
+def full_size(c, preset: str, tokenizer: str = "llama3"):
+    """Settings every named (GPU) variant shares: a published architecture in bf16
+    compute with remat, and data paths the user supplies."""
+    c.model.preset = preset
+    c.model.vocab_size = 0  # the preset's own
+    c.model.dtype = "bfloat16"
+    c.model.remat_policy = "dots_no_batch"
+    c.data.tokenizer = tokenizer
+    c.data.sources = ""
+    c.data.eval_sources = ""
+    return c
+
+
 def get_config(arg=None):
     c = ml_collections.ConfigDict()
     c.seed = 0
@@ -92,14 +105,8 @@ def get_config(arg=None):
     c.eval.batches = 0  # 0: the whole eval set
 
     if arg == "mistral_7b":  # Internist.ai 7b (references section 1), 4 x 80 GB GPUs
-        c.model.preset = "mistral_7b"
-        c.model.vocab_size = 0
+        full_size(c, "mistral_7b", tokenizer="mistral")
         c.model.param_dtype = "float32"
-        c.model.dtype = "bfloat16"
-        c.model.remat_policy = "dots_no_batch"
-        c.data.tokenizer = "mistral"
-        c.data.sources = ""
-        c.data.eval_sources = ""
         c.seq_len = 4096
         c.batch_size = 48  # 48 x 4096 = 196,608 tokens, Internist's ~192k tokens per step
         c.epochs = 4

@@ -23,12 +23,7 @@ def get_config(arg=None):
     c.objective.centering = 0.0  # coefficient of mean((r_c + r_r)^2)
     c.objective.reference = "none"
     if arg == "llama3_8b":
-        c.model.preset = arg
-        c.model.vocab_size = 0
-        c.model.dtype = "bfloat16"
-        c.model.remat_policy = "dots_no_batch"
-        c.data.sources = ""
-        c.data.eval_sources = ""
+        dpo.pretrain.full_size(c, arg)
         c.seq_len = 4096
         c.batch_size = 512
         c.epochs = 1

@@ -27,12 +27,7 @@ def get_config(arg=None):
     c.seq_len = 256
     c.batch_size = 8
     if arg in ("llama3_8b", "llama31_8b", "llama3_70b"):
-        c.model.preset = arg
-        c.model.vocab_size = 0
-        c.model.dtype = "bfloat16"
-        c.model.remat_policy = "dots_no_batch"
-        c.data.sources = ""
-        c.data.eval_sources = ""
+        pretrain.full_size(c, arg)
         c.seq_len = 8192 if arg != "llama3_70b" else 4096
         c.batch_size = 128  # UltraMedical: global batch 128, packing
         c.epochs = 3
