@@ -39,7 +39,8 @@ def sequence_logps(config: ModelConfig, params, batch: dict, *,
     hidden = forward_hidden(config, params, rows["input_ids"], segment_ids=rows["segment_ids"],
                             positions=rows["positions"])
     targets, weights = next_token_targets(rows)
-    nll, _ = token_nll(hidden, lm_head_kernel(config, params), targets, chunk_size=chunk_size)
+    nll, _ = token_nll(hidden, lm_head_kernel(config, params), targets, chunk_size=chunk_size,
+                       weights_bt=weights)
     pairs = batch["input_ids"].shape[0]
     logps = -(nll * weights).sum(-1).reshape(pairs, 2)
     lengths = weights.sum(-1).reshape(pairs, 2)

@@ -28,6 +28,51 @@ def test_token_nll_matches_float64_reference(chunk):
     p = np.exp(logits - ref_lse[..., None])
     p[np.arange(2)[:, None], np.arange(37)[None], y] -= 1
     np.testing.assert_allclose(g, p @ w.T.astype(np.float64), rtol=1e-4, atol=1e-4)
+    # The kernel's gradient, with the log-partition in the objective too (z-loss).
+    gn, gl = rs.randn(2, 37), rs.randn(2, 37)
+
+    def objective(ww):
+        nll_, lse_ = token_nll(jnp.asarray(h), ww, jnp.asarray(y), chunk_size=chunk)
+        return (nll_ * gn).sum() + (lse_ * gl).sum()
+
+    gw = jax.grad(objective)(jnp.asarray(w))
+    soft = np.exp(logits - ref_lse[..., None])
+    dlogits = soft * (gn + gl)[..., None]
+    dlogits[np.arange(2)[:, None], np.arange(37)[None], y] -= gn
+    ref_gw = np.einsum("btd,btv->dv", h.astype(np.float64), dlogits)
+    np.testing.assert_allclose(gw, ref_gw, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("chunk", [1, 4, 16])
+def test_token_nll_skips_unweighted_positions_exactly(chunk):
+    """With weights, only weighted positions get logits: their values and
+    gradients equal the float64 reference, the rest are 0 (chunks that hold no
+    weighted position are skipped, here the second row's and the padding)."""
+    rs = np.random.RandomState(1)
+    h = rs.randn(3, 19, 8).astype(np.float32)
+    w = rs.randn(8, 30).astype(np.float32)
+    y = rs.randint(0, 30, (3, 19))
+    weights = np.zeros((3, 19), np.float32)
+    weights[0, 12:17] = 1.0  # a response at the end, as in preference rows
+    weights[2, [1, 5, 6]] = 1.0  # scattered
+    logits = h.astype(np.float64) @ w.astype(np.float64)
+    m = logits.max(-1, keepdims=True)
+    lse = (m + np.log(np.exp(logits - m).sum(-1, keepdims=True)))[..., 0]
+    ref = lse - np.take_along_axis(logits, y[..., None], -1)[..., 0]
+
+    def total(hh):
+        nll, _ = token_nll(hh, jnp.asarray(w), jnp.asarray(y), chunk_size=chunk,
+                           weights_bt=jnp.asarray(weights))
+        return (nll * weights).sum(), nll
+
+    (_, nll), g = jax.value_and_grad(total, has_aux=True)(jnp.asarray(h))
+    on = weights > 0
+    np.testing.assert_allclose(np.asarray(nll)[on], ref[on], rtol=1e-5, atol=1e-5)
+    assert np.all(np.asarray(nll)[~on] == 0)
+    p = np.exp(logits - lse[..., None])
+    p[np.arange(3)[:, None], np.arange(19)[None], y] -= 1
+    ref_g = (p @ w.T.astype(np.float64)) * weights[..., None]
+    np.testing.assert_allclose(g, ref_g, rtol=1e-4, atol=1e-4)
 
 
 def test_targets_respect_segments_padding_and_loss_mask():
