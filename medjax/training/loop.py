@@ -18,6 +18,7 @@ from typing import Callable, NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from .. import models
@@ -169,6 +170,61 @@ def evaluate(config, params, tokenizer, template, batch_sharding, eval_fn, refer
     return {f"eval/{k}": v / weight for k, v in totals.items()}
 
 
+def batch_sharding_for(mesh: Mesh) -> NamedSharding:
+    """Every batch array is split on its leading (rows) dimension over data x fsdp."""
+    return NamedSharding(mesh, P(("data", "fsdp")))
+
+
+def state_shardings(mesh: Mesh, tx: optax.GradientTransformation, params_sharding,
+                    opt_state_shape) -> dict:
+    """Shardings of ``{step, params, opt_state}``: each optimizer moment follows its
+    parameter (``optax.tree_map_params``); counts and the step are replicated."""
+    replicated = NamedSharding(mesh, P())
+    opt = optax.tree_map_params(tx, lambda _, s: s, opt_state_shape, params_sharding,
+                                transform_non_params=lambda _: replicated)
+    return {"step": replicated, "params": params_sharding, "opt_state": opt}
+
+
+def abstract_train_state(config, model_config, mesh: Mesh) -> tuple[dict, dict]:
+    """(state, state_sharding) for a preset architecture without allocating anything:
+    ``jax.ShapeDtypeStruct`` leaves that carry their shardings, laid out as ``setup``
+    lays out the real state (a ``reward_head`` in place of ``lm_head`` for reward)."""
+    params = models.abstract_params(model_config)
+    params_sharding = models.param_shardings(model_config, mesh)
+    if config.objective.name == "reward":
+        params, params_sharding = dict(params), dict(params_sharding)
+        params.pop("lm_head", None)
+        params_sharding.pop("lm_head", None)
+        params["reward_head"] = jax.eval_shape(
+            lambda: init_reward_head(model_config, jax.random.key(0)))
+        params_sharding["reward_head"] = {
+            "kernel": NamedSharding(mesh, logical_to_spec(("embed",)))}
+    tx = make_optimizer(config.optimizer, config.steps)
+    shape = {"step": jax.ShapeDtypeStruct((), jnp.int32), "params": params,
+             "opt_state": jax.eval_shape(tx.init, params)}
+    sharding = state_shardings(mesh, tx, params_sharding, shape["opt_state"])
+    state = jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
+                         shape, sharding)
+    return state, sharding
+
+
+def make_step_fn(config, model_config, mesh: Mesh, state_sharding: dict,
+                 loss_fn: Callable | None = None) -> Callable:
+    """``train_step`` for ``config`` (its objective, optimizer, schedule, seed and
+    ``optimizer.grad_accum``), jitted with in/out shardings and the state donated.
+    ``setup`` and ``benchmarks/memory_plan.py`` compile this same function."""
+    if loss_fn is None:
+        loss_fn = make_loss_fn(config, model_config)
+    tx = make_optimizer(config.optimizer, config.steps)
+    schedule = make_schedule(config.optimizer, config.steps)
+    return jax.jit(
+        functools.partial(train_step, loss_fn=loss_fn, tx=tx, schedule=schedule,
+                          base_rng=jax.random.key(config.seed + 1),
+                          grad_accum=config.optimizer.grad_accum),
+        in_shardings=(state_sharding, batch_sharding_for(mesh)),
+        out_shardings=(state_sharding, None), donate_argnums=0)
+
+
 class Setup(NamedTuple):
     mesh: Mesh
     model_config: models.ModelConfig
@@ -202,21 +258,18 @@ def setup(config, vocab_size: int) -> Setup:
                     out_shardings={"kernel": head_sharding})(jax.random.key(config.seed + 2))
     loss_fn = make_loss_fn(config, model_config)
     tx = make_optimizer(config.optimizer, config.steps)
-    schedule = make_schedule(config.optimizer, config.steps)
 
-    state = {"step": jnp.zeros((), jnp.int32), "params": params,
-             "opt_state": jax.jit(tx.init)(params)}
-    # Optimizer moments follow their parameters' shardings; scalars are replicated.
+    # Optimizer moments follow their parameters' shardings (jit(tx.init) alone would
+    # replicate them: zeros carry no sharding); scalars are replicated.
     replicated = NamedSharding(mesh, P())
-    state_sharding = jax.tree.map(
-        lambda x: x.sharding if isinstance(x.sharding, NamedSharding) else replicated, state)
+    params_sharding = jax.tree.map(
+        lambda x: x.sharding if isinstance(x.sharding, NamedSharding) else replicated, params)
+    state_sharding = state_shardings(mesh, tx, params_sharding, jax.eval_shape(tx.init, params))
+    state = {"step": jnp.zeros((), jnp.int32), "params": params,
+             "opt_state": jax.jit(tx.init, out_shardings=state_sharding["opt_state"])(params)}
     state = jax.device_put(state, state_sharding)
-    batch_sharding = NamedSharding(mesh, P(("data", "fsdp")))
-    step_fn = jax.jit(
-        functools.partial(train_step, loss_fn=loss_fn, tx=tx, schedule=schedule,
-                          base_rng=jax.random.key(config.seed + 1), grad_accum=accum),
-        in_shardings=(state_sharding, batch_sharding), out_shardings=(state_sharding, None),
-        donate_argnums=0)
+    batch_sharding = batch_sharding_for(mesh)
+    step_fn = make_step_fn(config, model_config, mesh, state_sharding, loss_fn)
     return Setup(mesh, model_config, state, state_sharding, batch_sharding, loss_fn, step_fn)
 
 

@@ -1,0 +1,490 @@
+"""Per-device memory of a training config, from the real train step compiled on fake devices.
+
+    .venv/bin/python benchmarks/memory_plan.py --config=configs/dpo.py:llama3_8b --devices=8
+    .venv/bin/python benchmarks/memory_plan.py --config=configs/sft.py:llama3_8b --devices=8 \\
+        --config.model.remat_policy=dots_no_batch --config.mesh.tensor=2 \\
+        --config.optimizer.grad_accum=32                      # overrides, as medjax.train takes
+    .venv/bin/python benchmarks/memory_plan.py --all        # the GPU recipes, one table
+    .venv/bin/python benchmarks/memory_plan.py --config=configs/sft.py:llama3_8b --devices=8 \\
+        --layers=2,4,8,32                                     # compile time vs number of layers
+
+What it compiles: the jitted train step that ``medjax.train`` runs
+(``medjax.training.loop.make_step_fn``, the function ``setup()`` builds: the
+objective's loss, the optimizer, ``optimizer.grad_accum`` micro-batches, in/out
+shardings, state donated), lowered with abstract inputs
+(``jax.ShapeDtypeStruct`` with shardings from ``loop.abstract_train_state``:
+nothing is allocated) for a mesh over ``--devices`` fake CPU devices
+(``--xla_force_host_platform_device_count``, set by this script before JAX
+starts). For preference objectives with a frozen reference it also compiles
+the reference forward (``training/reference.py``: a bf16 copy of the starting
+policy, sharded like it, run on each whole global batch).
+
+What it prints, per device: XLA's ``compiled.memory_analysis()`` (arguments =
+params + optimizer state + batch, outputs, aliased = donated state, temp =
+gradients + activations + gathered weights + everything else live inside the
+step, generated code) next to a hand calculation from the shapes and
+shardings: params, Adam moments, gradients (2 copies under gradient
+accumulation: the running sum and one micro-batch's), weights gathered by
+FSDP (one layer and the LM head, plus their gradients), activations saved by
+the remat policy, and the working set of one layer's backward pass. The peak
+is arguments + temp + (outputs - aliased); with a frozen reference, the
+reference's bf16 weights are resident for the whole run and its forward
+runs between steps, so the total is the larger of the two phases.
+
+Caveat: the numbers come from XLA's CPU backend. The partitioning (SPMD) is
+the same as on GPUs, but fusion and buffer assignment are not. Measured here
+(benchmarks/RESULTS.md): the CPU backend computes bf16 dots in float32 and
+updates the bf16 stacks of saved activations through float32 (a
+``dynamic-update-slice`` that is then not in place), so it holds those stacks
+twice, and bf16 compute needs as much temp as float32 or more. The "GPU
+estimate" subtracts one copy of the bf16 stacks (their size is read from the
+compiled HLO); it is an estimate, not a GPU measurement. A GPU adds its own
+workspace (cuBLAS/cuDNN, NCCL buffers), and JAX preallocates 75% of GPU memory
+unless XLA_PYTHON_CLIENT_MEM_FRACTION is raised, so leave headroom. Attention
+is compiled as configured; ``attention='xla'`` materialises [heads, seq, seq]
+scores, while ``cudnn`` (flash attention, GPU only) cannot be compiled here
+and would need less.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+
+def _device_count_from_argv(argv: list[str]) -> int | None:
+    for i, a in enumerate(argv):
+        if a.startswith("--devices="):
+            return int(a.split("=", 1)[1])
+        if a == "--devices" and i + 1 < len(argv):
+            return int(argv[i + 1])
+    return None
+
+
+def set_fake_devices(n: int) -> None:
+    """XLA_FLAGS with ``n`` host devices; must run before JAX initialises a backend."""
+    flags = [f for f in os.environ.get("XLA_FLAGS", "").split()
+             if not f.startswith("--xla_force_host_platform_device_count")]
+    os.environ["XLA_FLAGS"] = " ".join(flags + [f"--xla_force_host_platform_device_count={n}"])
+    os.environ["JAX_PLATFORMS"] = "cpu"
+
+
+if __name__ == "__main__":  # before `import jax`
+    set_fake_devices(_device_count_from_argv(sys.argv) or 8)
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import json  # noqa: E402
+import math  # noqa: E402
+import re  # noqa: E402
+import resource  # noqa: E402
+import subprocess  # noqa: E402
+import tempfile  # noqa: E402
+import time  # noqa: E402
+
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+
+from medjax import models  # noqa: E402
+from medjax.objectives.preference import sequence_logps  # noqa: E402
+from medjax.parallel import make_mesh  # noqa: E402
+from medjax.training.loop import (abstract_train_state, batch_sharding_for,  # noqa: E402
+                                  make_step_fn)
+from medjax.training.reference import needs_reference  # noqa: E402
+
+GiB = 2 ** 30
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+# name, config, devices: the recipes the named GPU variants are sized for (the four of
+# the memory plan in RESULTS.md, and the 70B DPO variant).
+RECIPES = (
+    ("Llama-3-8B DPO, seq 2048, 32 pairs", "configs/dpo.py:llama3_8b", 8),
+    ("Llama-3-8B SFT, seq 8192", "configs/sft.py:llama3_8b", 8),
+    ("Mistral-7B CPT, 48 x 4096", "configs/pretrain.py:mistral_7b", 4),
+    ("Llama-3-70B SFT, seq 4096", "configs/sft.py:llama3_70b", 64),
+    ("(extra) Llama-3-70B DPO, seq 2048", "configs/dpo.py:llama3_70b", 64),
+)
+
+
+# ------------------------------------------------------------------ inputs
+def model_config_of(config, num_layers: int | None = None) -> models.ModelConfig:
+    """The architecture ``loop.build_model`` would build, without its weights."""
+    m = config.model
+    overrides = dict(param_dtype=m.param_dtype, dtype=m.dtype, remat_policy=m.remat_policy,
+                     scan_layers=m.scan_layers, attention=m.attention)
+    hf_json = os.path.join(m.init_from, "config.json") if m.init_from else ""
+    if hf_json and os.path.isfile(hf_json):
+        cfg = models.ModelConfig.from_hf(hf_json, **overrides)
+    else:  # a preset (a medjax checkpoint of another shape is not read here)
+        cfg = models.get_preset(m.preset, **overrides)
+        if m.vocab_size:
+            cfg = cfg.replace(vocab_size=m.vocab_size)
+    return cfg.replace(num_layers=num_layers) if num_layers else cfg
+
+
+def batch_shapes(config) -> dict:
+    """Global batch as the pipeline (and the reference) hands it to the train step."""
+    b, t = config.batch_size, config.seq_len
+    o = config.objective.name
+    rows = (b, t) if o in ("pretrain", "sft") else (b, 2, t)
+    out = {k: jax.ShapeDtypeStruct(rows, jnp.int32)
+           for k in ("input_ids", "segment_ids", "positions", "loss_mask")}
+    if o == "kto":
+        out["label"] = jax.ShapeDtypeStruct((b,), jnp.bool_)
+    if needs_reference(config):
+        out["ref_logps"] = jax.ShapeDtypeStruct((b, 2), jnp.float32)
+    return out
+
+
+def with_sharding(tree, sharding):
+    return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding),
+                        tree)
+
+
+def per_device_bytes(tree) -> int:
+    """Bytes one device holds of a tree of sharded ShapeDtypeStructs (from the shapes)."""
+    total = 0
+    for x in jax.tree.leaves(tree):
+        shard = x.sharding.shard_shape(x.shape)
+        total += math.prod(shard) * jnp.dtype(x.dtype).itemsize
+    return total
+
+
+def memory_stats(compiled) -> dict:
+    m = compiled.memory_analysis()
+    return {"argument": m.argument_size_in_bytes, "output": m.output_size_in_bytes,
+            "alias": m.alias_size_in_bytes, "temp": m.temp_size_in_bytes,
+            "code": m.generated_code_size_in_bytes}
+
+
+def peak(stats: dict) -> int:
+    return (stats["argument"] + stats["temp"] + stats["output"] - stats["alias"]
+            + stats["code"])
+
+
+# ------------------------------------------------------------------ HLO facts
+_WHILE = re.compile(r"^\s*%\S+ = \((.*)\) while\(.*op_name=\"([^\"]*)\"", re.M)
+_ARRAY = re.compile(r"\b(bf16|f16|f32|f64|s32|pred|s8|u8|u32|s64)\[([0-9,]*)\]")
+_DTYPE_BYTES = {"bf16": 2, "f16": 2, "f32": 4, "f64": 8, "s32": 4, "pred": 1, "s8": 1,
+                "u8": 1, "u32": 4, "s64": 8}
+
+
+def saved_activation_stacks(hlo: str, num_layers: int, rows: int, seq_len: int) -> dict:
+    """Bytes per dtype of the per-layer activations the forward layer scan stacks for
+    the backward pass: its loop-carried arrays shaped [layers, rows, seq_len, ...]."""
+    best: dict[str, int] = {}
+    for tup, op_name in _WHILE.findall(hlo):
+        if "transpose(" in op_name:  # a backward loop
+            continue
+        found: dict[str, int] = {}
+        for dt, dims in _ARRAY.findall(tup):
+            shape = [int(d) for d in dims.split(",") if d]
+            if len(shape) >= 3 and shape[:3] == [num_layers, rows, seq_len]:
+                found[dt] = found.get(dt, 0) + math.prod(shape) * _DTYPE_BYTES[dt]
+        if sum(found.values()) > sum(best.values()):
+            best = found
+    return best
+
+
+def dot_dtypes(hlo: str) -> dict:
+    """Count of dot instructions in the compiled program by result dtype."""
+    out: dict[str, int] = {}
+    for dt in re.findall(r"= (\w+)\[[0-9,]*\]\{[0-9,]*\} dot\(", hlo):
+        out[dt] = out.get(dt, 0) + 1
+    return out
+
+
+# ------------------------------------------------------------------ hand calculation
+def hand_estimate(config, mc: models.ModelConfig, mesh, state, batch) -> dict:
+    """What should be live per device, from shapes, shardings and the remat policy."""
+    pbytes = jnp.dtype(mc.param_dtype).itemsize
+    cbytes = jnp.dtype(mc.dtype).itemsize
+    tensor = mesh.shape["tensor"]
+    shards = mesh.shape["data"] * mesh.shape["fsdp"]
+    accum = config.optimizer.grad_accum
+    d, f, n, k, h = (mc.hidden_size, mc.intermediate_size, mc.num_heads, mc.num_kv_heads,
+                     mc.head_dim)
+    v, layers, t = mc.vocab_size, mc.num_layers, config.seq_len
+
+    params = per_device_bytes(state["params"])
+    opt = per_device_bytes(state["opt_state"])
+    grads = params * (2 if accum > 1 else 1)  # running sum + one micro-batch's
+
+    layer_params = sum(math.prod(x.shape[1:]) for x in jax.tree.leaves(state["params"]["layers"]))
+    head_params = d * v  # the LM head (or the tied embedding) is gathered for the loss
+    gathered = (layer_params + head_params) * (cbytes + pbytes) / tensor
+
+    micro_rows = config.batch_size // accum
+    if config.objective.name != "pretrain" and config.objective.name != "sft":
+        micro_rows *= 2  # [pairs, 2, L] -> 2 * pairs rows
+    rows = math.ceil(micro_rows / shards)
+    # Elements kept per token and layer for the backward pass: (replicated over tensor,
+    # split over tensor). [b, t, embed] values are whole on every tensor shard; heads and
+    # mlp are split.
+    kept = {
+        "none": (6 * d, 3 * n * h + 4 * k * h + 4 * f),
+        "dots": (3 * d, 3 * n * h + 2 * k * h + 2 * f),  # + attention's batched dots
+        "dots_no_batch": (3 * d, n * h + 2 * k * h + 2 * f),  # x, o, down; q/k/v, gate/up
+        "full": (d, 0),  # the layer input only
+    }[mc.remat_policy]
+    per_token_layer = kept[0] + kept[1] / tensor
+    saved = int(rows * t * layers * per_token_layer * cbytes)
+    if mc.remat_policy in ("none", "dots"):  # attention scores are kept too
+        saved += rows * t * layers * n * t * (4 if mc.remat_policy == "none" else cbytes) \
+            // tensor
+    attn = 0
+    if mc.attention == "xla":  # scores, probabilities and their gradient, f32 [rows, n, t, t]
+        attn = 3 * rows * n * t * t * 4 // tensor + rows * t * t  # + the boolean mask
+    mlp = 3 * rows * t * f * 4 // tensor  # gate, up, their gradient (f32 on the way back)
+    chunk = min(config.objective.loss_chunk_size, t)
+    loss = 2 * rows * chunk * v * 4 // tensor  # one chunk's f32 logits and their gradient
+    batch_b = per_device_bytes(batch)
+    temp = grads + gathered + saved + attn + mlp + loss
+    return {"params": params, "opt_state": opt, "batch": batch_b, "grads": grads,
+            "gathered": int(gathered), "saved_activations": saved,
+            "layer_working_set": attn + mlp + loss, "temp": int(temp),
+            "argument": params + opt + batch_b, "rows_per_device": rows,
+            "micro_rows": micro_rows, "batch_shards": shards}
+
+
+# ------------------------------------------------------------------ the plan
+def reference_forward(config, mc: models.ModelConfig):
+    """The frozen reference's forward as ``training/reference.py`` jits it."""
+    ref_cfg = mc.replace(remat_policy="none")
+    chunk = config.objective.loss_chunk_size
+    return jax.jit(lambda p, b: sequence_logps(ref_cfg, p, b, chunk_size=chunk)[0])
+
+
+def plan(config, *, devices=None, num_layers: int | None = None, reference: bool = True,
+         keep_hlo: bool = False) -> dict:
+    """Compiles the train step (and the reference forward) for ``config``; returns bytes
+    per device, measured and by hand, and compile times."""
+    devices = list(jax.devices() if devices is None else devices)
+    mesh = make_mesh(config.mesh.data, config.mesh.fsdp, config.mesh.tensor, devices=devices)
+    mc = model_config_of(config, num_layers)
+    shards = mesh.shape["data"] * mesh.shape["fsdp"]
+    accum = config.optimizer.grad_accum
+    if config.batch_size % shards or config.batch_size % accum:
+        raise ValueError(f"batch_size={config.batch_size} is not divisible by the data x fsdp "
+                         f"mesh size {shards} and optimizer.grad_accum={accum}")
+    out: dict = {"devices": len(devices), "mesh": dict(mesh.shape), "model": {
+        "num_params": mc.num_params, "num_layers": mc.num_layers,
+        "param_dtype": mc.param_dtype, "dtype": mc.dtype, "remat_policy": mc.remat_policy,
+        "attention": mc.attention, "scan_layers": mc.scan_layers},
+        "batch_size": config.batch_size, "seq_len": config.seq_len, "grad_accum": accum,
+        "objective": config.objective.name}
+    bs = batch_sharding_for(mesh)
+    with jax.set_mesh(mesh):
+        state, state_sharding = abstract_train_state(config, mc, mesh)
+        batch = with_sharding(batch_shapes(config), bs)
+        step_fn = make_step_fn(config, mc, mesh, state_sharding)
+        t0 = time.perf_counter()
+        lowered = step_fn.lower(state, batch)
+        t1 = time.perf_counter()
+        compiled = lowered.compile()
+        t2 = time.perf_counter()
+        out["lower_s"], out["compile_s"] = t1 - t0, t2 - t1
+        out["step"] = memory_stats(compiled)
+        hlo = compiled.as_text()
+        if keep_hlo:
+            out["hlo"] = hlo
+        hand = hand_estimate(config, mc, mesh, state, batch)
+        out["hand"] = hand
+        out["dots"] = dot_dtypes(hlo)
+        out["saved_stacks"] = saved_activation_stacks(
+            hlo, mc.num_layers, hand["rows_per_device"], config.seq_len) if mc.scan_layers else {}
+        del hlo, compiled, lowered
+
+        if reference and needs_reference(config) and config.objective.reference in (
+                "frozen", "precompute"):
+            dt = jnp.dtype(mc.dtype)
+            ref_params = jax.tree.map(
+                lambda x: jax.ShapeDtypeStruct(x.shape, dt, sharding=x.sharding),
+                state["params"])
+            ref_batch = {k: v for k, v in batch.items() if k != "ref_logps"}
+            t0 = time.perf_counter()
+            ref_compiled = reference_forward(config, mc).lower(ref_params, ref_batch).compile()
+            out["reference"] = {"mode": config.objective.reference,
+                                "weights": per_device_bytes(ref_params),
+                                "compile_s": time.perf_counter() - t0,
+                                **memory_stats(ref_compiled)}
+    out["max_rss"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    return summarise(out)
+
+
+def summarise(p: dict) -> dict:
+    """Adds the totals: per-phase peaks, the GPU estimate and the fit verdict."""
+    step = p["step"]
+    train = peak(step)
+    ref = p.get("reference")
+    resident_ref = ref["weights"] if ref and ref["mode"] == "frozen" else 0
+    phases = {"train step": train + resident_ref}
+    if ref:
+        # The reference forward runs with the train state resident (not its argument).
+        state = p["hand"]["params"] + p["hand"]["opt_state"]
+        phases["reference forward"] = state + peak(ref)
+    p["phases"] = phases
+    p["total"] = max(phases.values())
+    dup = p["saved_stacks"].get("bf16", 0) if p["model"]["dtype"] == "bfloat16" else 0
+    p["gpu_estimate"] = max(train - dup + resident_ref, phases.get("reference forward", 0))
+    return p
+
+
+# ------------------------------------------------------------------ printing
+def gib(x) -> str:
+    return f"{x / GiB:7.2f}"
+
+
+def report(p: dict, title: str, budget_gb: float) -> str:
+    m, h, s = p["model"], p["hand"], p["step"]
+    lines = [f"## {title}",
+             f"devices {p['devices']}, mesh {p['mesh']}; {m['num_params'] / 1e9:.2f}B params, "
+             f"{m['num_layers']} layers, param_dtype {m['param_dtype']}, compute {m['dtype']}, "
+             f"remat {m['remat_policy']}, attention {m['attention']}",
+             f"objective {p['objective']}: global batch {p['batch_size']} x seq {p['seq_len']}, "
+             f"grad_accum {p['grad_accum']} -> micro-batch {h['micro_rows']} rows, "
+             f"{h['rows_per_device']} per batch shard (data x fsdp)",
+             f"compile: lower {p['lower_s']:.1f} s + compile {p['compile_s']:.1f} s; "
+             f"this process's max RSS {p['max_rss'] / GiB:.1f} GiB",
+             "",
+             "per device, GiB                      compiled  by hand",
+             f"  params                                     {gib(h['params'])}",
+             f"  optimizer state (Adam mu, nu)              {gib(h['opt_state'])}",
+             f"  batch                                      {gib(h['batch'])}",
+             f"  arguments (params + opt + batch)  {gib(s['argument'])}  {gib(h['argument'])}",
+             f"  outputs                           {gib(s['output'])}",
+             f"  aliased (donated state)           {gib(s['alias'])}",
+             f"  temp                              {gib(s['temp'])}  {gib(h['temp'])}",
+             f"    gradients{' (sum + micro-batch)' if p['grad_accum'] > 1 else ''}"
+             f"{'' if p['grad_accum'] > 1 else '                   '}"
+             f"              {gib(h['grads'])}",
+             f"    gathered weights (layer, head)             {gib(h['gathered'])}",
+             f"    saved activations ({m['remat_policy']})".ljust(45) + gib(
+                 h['saved_activations']),
+             f"    one layer's backward + loss chunk          {gib(h['layer_working_set'])}",
+             f"  generated code                    {gib(s['code'])}",
+             f"  train step peak (args + temp + out - alias) {gib(peak(s))}"]
+    stacks = p["saved_stacks"]
+    if stacks:
+        lines.append("  saved-activation stacks in the compiled HLO: " + ", ".join(
+            f"{dt} {v / GiB:.2f} GiB" for dt, v in stacks.items()))
+    ref = p.get("reference")
+    if ref:
+        lines += [f"  reference ({ref['mode']}): weights {m['dtype']} "
+                  f"{ref['weights'] / GiB:.2f} GiB"
+                  + (" resident all run" if ref["mode"] == "frozen" else
+                     " (only during the precompute pass)"),
+                  f"    reference forward: arguments {ref['argument'] / GiB:.2f}, temp "
+                  f"{ref['temp'] / GiB:.2f}, outputs {ref['output'] / GiB:.4f} GiB; "
+                  f"compile {ref['compile_s']:.1f} s"]
+    for name, v in p["phases"].items():
+        lines.append(f"  phase '{name}': {v / GiB:.2f} GiB")
+    budget = budget_gb * 1e9
+    verdict = "fits" if p["total"] <= budget else "DOES NOT FIT"
+    lines.append(f"  TOTAL per device {p['total'] / GiB:.2f} GiB (CPU backend) vs "
+                 f"{budget_gb:g} GB = {budget / GiB:.1f} GiB: {verdict}; GPU estimate "
+                 f"{p['gpu_estimate'] / GiB:.2f} GiB")
+    frac = p["total"] / (80 * GiB)
+    lines.append(f"  = {frac:.2f} of an 80 GiB GPU" + (
+        ": above JAX's default preallocation (0.75); run with "
+        f"XLA_PYTHON_CLIENT_MEM_FRACTION={min(math.ceil(frac * 20 + 1) / 20, 0.95):.2f}"
+        if frac > 0.75 else " (within JAX's default 0.75 preallocation)"))
+    lines.append(f"  dots in the compiled program by result dtype: {p['dots']}")
+    if h["micro_rows"] % h["batch_shards"]:
+        lines.append(f"  WARNING: a micro-batch of {h['micro_rows']} rows does not split over "
+                     f"{h['batch_shards']} batch shards (data x fsdp): the compiler pads or "
+                     "replicates; lower optimizer.grad_accum")
+    return "\n".join(lines)
+
+
+def table(rows: list[tuple[str, dict]], budget_gb: float) -> str:
+    out = ["| recipe | devices | mesh d/f/t | remat | accum | rows/shard | params | opt state | "
+           "grads (hand) | temp (hand) | reference weights + fwd temp | total | GPU est. | "
+           "vs 80 GB |",
+           "|---|---:|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
+    for name, p in rows:
+        h, ms = p["hand"], p["mesh"]
+        ref = p.get("reference")
+        ref_s = f"{ref['weights'] / GiB:.2f} + {ref['temp'] / GiB:.2f}" if ref else "-"
+        fits = "fits" if p["total"] <= budget_gb * 1e9 else "**over**"
+        out.append(f"| {name} | {p['devices']} | {ms['data']}/{ms['fsdp']}/{ms['tensor']} | "
+                   f"{p['model']['remat_policy']} | {p['grad_accum']} | {h['rows_per_device']} | "
+                   f"{h['params'] / GiB:.2f} | {h['opt_state'] / GiB:.2f} | "
+                   f"{h['grads'] / GiB:.2f} | "
+                   f"{p['step']['temp'] / GiB:.2f} ({h['temp'] / GiB:.2f}) | {ref_s} | "
+                   f"{p['total'] / GiB:.2f} | {p['gpu_estimate'] / GiB:.2f} | {fits} |")
+    return "\n".join(out)
+
+
+# ------------------------------------------------------------------ entry point
+def _child(args: list[str]) -> dict:
+    """Runs this script in a fresh process (its own device count); returns its plan."""
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "plan.json")
+        cmd = [sys.executable, os.path.abspath(__file__), *args, f"--json_out={path}"]
+        r = subprocess.run(cmd, capture_output=True, text=True)
+        if r.returncode:
+            raise RuntimeError(f"{' '.join(cmd)} failed:\n{r.stderr[-3000:]}")
+        with open(path) as f:
+            return json.load(f)
+
+
+def main(argv):
+    from absl import flags
+    FLAGS = flags.FLAGS
+    if len(argv) > 1:
+        raise SystemExit(f"unexpected arguments: {argv[1:]}")
+    passthrough = [a for a in sys.argv[1:] if a.startswith("--config")
+                   and not a.startswith("--config=")]
+    if FLAGS.all:
+        rows = []
+        for name, cfg, n in RECIPES:
+            print(f"compiling {name} ({cfg}, {n} devices) ...", flush=True)
+            p = _child([f"--config={os.path.join(ROOT, cfg)}", f"--devices={n}"])
+            print(report(p, f"{name}: {cfg}, {n} devices", FLAGS.budget_gb) + "\n", flush=True)
+            rows.append((name, p))
+        print(table(rows, FLAGS.budget_gb))
+        return
+    if FLAGS.config is None:
+        raise SystemExit("give --config=configs/FILE.py[:variant] or --all")
+    layers = [int(x) for x in FLAGS.layers] if FLAGS.layers else []
+    if len(layers) > 1:  # compile time vs depth: one fresh process per depth
+        cfg_arg = next(a for a in sys.argv[1:] if a.startswith("--config="))
+        print("| layers | lower s | compile s | temp GiB | arguments GiB |")
+        print("|---:|---:|---:|---:|---:|")
+        for k in layers:
+            p = _child([cfg_arg, f"--devices={FLAGS.devices}", f"--layers={k}",
+                        "--noreference", *passthrough])
+            print(f"| {k} | {p['lower_s']:.2f} | {p['compile_s']:.2f} | "
+                  f"{p['step']['temp'] / GiB:.2f} | {p['step']['argument'] / GiB:.2f} |",
+                  flush=True)
+        return
+    if jax.device_count() != FLAGS.devices:
+        raise SystemExit(f"JAX sees {jax.device_count()} devices, not --devices="
+                         f"{FLAGS.devices} (run this file as a script)")
+    try:
+        p = plan(FLAGS.config, num_layers=layers[0] if layers else None,
+                 reference=FLAGS.reference)
+    except ValueError as e:  # a config that setup() would refuse too
+        raise SystemExit(f"memory_plan.py: error: {e}")
+    if FLAGS.json_out:
+        with open(FLAGS.json_out, "w") as f:
+            json.dump(p, f)
+        return
+    cfg_arg = next((a for a in sys.argv[1:] if a.startswith("--config=")), "")
+    print(report(p, f"{cfg_arg.split('=', 1)[1]} {' '.join(passthrough)}".strip(),
+                 FLAGS.budget_gb))
+
+
+if __name__ == "__main__":
+    from absl import app, flags
+    from ml_collections import config_flags
+
+    config_flags.DEFINE_config_file("config", None, "Training config (configs/*.py[:variant]).",
+                                    lock_config=True)
+    flags.DEFINE_integer("devices", 8, "Fake CPU devices (the mesh's size).")
+    flags.DEFINE_bool("all", False, "Plan the four GPU recipes and print one table.")
+    flags.DEFINE_list("layers", [], "num_layers override; several: compile time vs depth.")
+    flags.DEFINE_bool("reference", True, "Also compile the frozen reference's forward.")
+    flags.DEFINE_float("budget_gb", 80.0, "Device memory to fit in, GB (1e9 bytes).")
+    flags.DEFINE_string("json_out", "", "Write the plan as JSON here (used by --all).")
+    app.run(main)
