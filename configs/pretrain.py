@@ -64,6 +64,9 @@ def get_config(arg=None):
     c.data.max_prompt_length = 512  # preference / KTO prompts
     c.data.truncation_mode = "keep_end"  # which end of a long prompt to keep: keep_start|keep_end
     c.data.num_workers = 0  # Grain worker processes for tokenisation (0: in the main process)
+    # Logical data shards (0: one per process). The global batch depends on this, not on the
+    # number of processes: keep it fixed to resume on a different number of hosts.
+    c.data.shards = 0
 
     c.objective = ml_collections.ConfigDict()
     c.objective.name = "pretrain"

@@ -4,6 +4,7 @@ XLA_FLAGS must be set before JAX initialises its backends, hence at import time
 here, before any test module imports jax.
 """
 
+import importlib.util
 import os
 
 os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
@@ -66,3 +67,27 @@ def hf_case(tmp_path_factory):
 
 def random_ids(batch, length, vocab, seed=0):
     return np.random.RandomState(seed).randint(0, vocab, (batch, length)).astype(np.int32)
+
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def config_module(name: str):
+    """configs/<name>.py as a module."""
+    spec = importlib.util.spec_from_file_location(f"cfg_{name}",
+                                                  os.path.join(ROOT, "configs", f"{name}.py"))
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def load_config(name: str = "pretrain", **overrides):
+    """A config's default variant with dotted-key overrides."""
+    c = config_module(name).get_config()
+    for key, value in overrides.items():
+        node = c
+        *parents, leaf = key.split(".")
+        for p in parents:
+            node = node[p]
+        node[leaf] = value
+    return c

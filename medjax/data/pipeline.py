@@ -14,8 +14,9 @@ Batches are dicts of numpy arrays for this process:
   kto:            the same [rows, 2, seq_len] arrays with the example at [:, 0] and a
                   mismatched prompt/completion pair (for the KL estimate) at [:, 1],
                   plus label [rows] (True: desirable)
-The iterator is a Grain ``DatasetIterator``: ``get_state``/``set_state`` (and
-Orbax through ``grain.checkpoint``) resume with exactly the next example.
+The iterator is a Grain ``DatasetIterator``: ``get_state``/``set_state`` resume
+with exactly the next example. Training reads ``data.shards`` logical shards
+(``ShardedBatches``), so the global batch does not depend on the process count.
 """
 
 from __future__ import annotations
@@ -122,7 +123,8 @@ class ValidatedSource:
                         "response within seq_len (first: %s)", spec.path, self.dropped.count,
                         self.dropped.total, self.dropped.examples)
         if not self.good:
-            raise DataError(f"{spec.path}: no usable records for process {process_index}")
+            raise DataError(f"{spec.path}: no usable records for data shard {process_index} "
+                            f"of {process_count}")
 
     def _check(self, where, record, kind, check) -> bool:
         """Raises for a bad record; False for a valid one that cannot be used."""
@@ -349,13 +351,58 @@ def build_pipeline(data_cfg, tokenizer, template, *, objective: str, seq_len: in
     return it
 
 
+def data_shards(config, process_count: int) -> int:
+    """The number of logical data shards: ``data.shards``, or one per process."""
+    n = config.data.shards or process_count
+    if n < 1 or n % process_count:
+        raise ValueError(f"data.shards={config.data.shards}: must be a multiple of the "
+                         f"process count {process_count} (0: one shard per process)")
+    if config.batch_size % n:
+        raise ValueError(f"batch_size={config.batch_size} is not divisible by data.shards={n}")
+    return n
+
+
+class ShardedBatches:
+    """This process's logical data shards as one iterator.
+
+    Shard ``s`` of ``n`` reads records ``s, s + n, ...`` of every source and
+    is its own pipeline (shuffle, packing, ``batch_size / n`` rows per batch);
+    process ``p`` of ``P`` owns shards ``p * n / P ... (p + 1) * n / P - 1``
+    and its local batch is their rows, concatenated. The global batch is
+    therefore the same whatever the number of processes: a run can resume on
+    another number of hosts. ``get_state`` holds one Grain state per shard.
+    """
+
+    def __init__(self, datasets: dict[int, grain.IterDataset], num_shards: int):
+        self.num_shards = num_shards
+        self.iterators = {s: iter(ds) for s, ds in datasets.items()}
+
+    def __iter__(self):
+        return self
+
+    def __next__(self) -> dict:
+        parts = [next(it) for it in self.iterators.values()]
+        if len(parts) == 1:
+            return parts[0]
+        return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+
+    def get_state(self) -> dict:
+        return {str(s): it.get_state() for s, it in self.iterators.items()}
+
+    def set_state(self, state: dict) -> None:
+        for s, it in self.iterators.items():
+            it.set_state(state[str(s)])
+
+
 def pipeline_from_config(config, tokenizer, template, *, eval: bool = False,
                          one_pass: bool = False, process_index: int = 0,
-                         process_count: int = 1) -> grain.IterDataset:
+                         process_count: int = 1):
     """The training (or evaluation) pipeline for a full training config.
 
-    ``one_pass``: every training example once, in order, last batch kept (for
-    precomputing per-example values such as reference log-probs).
+    Training: a ``ShardedBatches`` over this process's ``data.shards``.
+    ``eval`` / ``one_pass`` (every training example once, in order, last batch
+    kept, for precomputing per-example values such as reference log-probs):
+    a Grain dataset over this process's records.
     """
     rows = config.batch_size // process_count
     if one_pass:
@@ -369,14 +416,21 @@ def pipeline_from_config(config, tokenizer, template, *, eval: bool = False,
                               sources=config.data.eval_sources, num_epochs=1, shuffle=False,
                               drop_remainder=False, process_index=process_index,
                               process_count=process_count)
-    return build_pipeline(config.data, tokenizer, template, objective=config.objective.name,
-                          seq_len=config.seq_len, batch_size=rows, seed=config.seed,
-                          num_epochs=config.epochs or None, process_index=process_index,
-                          process_count=process_count, num_workers=config.data.num_workers)
+    n = data_shards(config, process_count)
+    per_process = n // process_count
+    owned = range(process_index * per_process, (process_index + 1) * per_process)
+    return ShardedBatches(
+        {s: build_pipeline(config.data, tokenizer, template, objective=config.objective.name,
+                           seq_len=config.seq_len, batch_size=config.batch_size // n,
+                           seed=config.seed, num_epochs=config.epochs or None,
+                           process_index=s, process_count=n,
+                           num_workers=config.data.num_workers)
+         for s in owned}, n)
 
 
 def packing_efficiency(batch: dict) -> float:
     return float(np.mean(np.asarray(batch["segment_ids"]) != 0))
 
 
-__all__: Sequence[str] = ["build_pipeline", "pipeline_from_config", "source_specs", "DataError"]
+__all__: Sequence[str] = ["build_pipeline", "pipeline_from_config", "ShardedBatches",
+                         "data_shards", "source_specs", "DataError"]

@@ -7,10 +7,12 @@ restarts from the newest complete checkpoint.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
+import re
+from typing import Any
 
-import grain
 import jax
 import orbax.checkpoint as ocp
 
@@ -84,6 +86,66 @@ def load_trained_params(workdir: str, shardings_for, **config_overrides):
     return config, params
 
 
+class DataShardsHandler:
+    """Orbax handler for a ``ShardedBatches`` iterator: every process writes the
+    Grain state of each data shard it owns as ``shard_S-of-N.json`` into the
+    same directory, and reads back the shards it owns now, so a checkpoint
+    written by 2 processes restores in 1 (or 4) as long as ``data.shards`` is
+    the same."""
+
+    def save(self, directory, item=None, args=None):
+        item = item or args.item
+        n = item.num_shards
+        for s, state in item.get_state().items():
+            (directory / f"shard_{s}-of-{n}.json").write_text(json.dumps(state))
+
+    def restore(self, directory, item=None, args=None):
+        item = item or args.item
+        n = item.num_shards
+        states = {}
+        for s in item.iterators:
+            path = directory / f"shard_{s}-of-{n}.json"
+            if not path.exists():
+                saved = sorted({int(m.group(1)) for f in directory.iterdir()
+                                if (m := re.fullmatch(r"shard_\d+-of-(\d+)\.json", f.name))})
+                raise ValueError(
+                    f"{directory}: the checkpoint's data iterator has "
+                    f"{saved[0] if saved else 'no'} data shards, this run {n}; resume with "
+                    f"--config.data.shards={saved[0] if saved else '...'} (the global batch "
+                    "then stays the same on any number of processes)")
+            states[str(s)] = json.loads(path.read_text())
+        item.set_state(states)
+        return item
+
+    def structure(self, directory):
+        return None
+
+    def metadata(self, directory):
+        return None
+
+    def finalize(self, directory):
+        pass
+
+    def close(self):
+        pass
+
+    @classmethod
+    def typestr(cls):
+        return f"{cls.__module__}.{cls.__qualname__}"
+
+
+@ocp.args.register_with_handler(DataShardsHandler, for_save=True)
+@dataclasses.dataclass
+class DataShardsSave(ocp.args.CheckpointArgs):
+    item: Any
+
+
+@ocp.args.register_with_handler(DataShardsHandler, for_restore=True)
+@dataclasses.dataclass
+class DataShardsRestore(ocp.args.CheckpointArgs):
+    item: Any
+
+
 class Checkpointer:
     def __init__(self, directory: str, *, keep: int, async_save: bool = True):
         self.directory = os.path.abspath(directory)
@@ -100,7 +162,7 @@ class Checkpointer:
             step,
             args=ocp.args.Composite(
                 state=ocp.args.StandardSave(state),
-                data=grain.checkpoint.CheckpointSave(data_iter),
+                data=DataShardsSave(data_iter),
                 config=ocp.args.JsonSave(config_dict)),
             force=force)
 
@@ -109,7 +171,7 @@ class Checkpointer:
             step,
             args=ocp.args.Composite(
                 state=ocp.args.StandardRestore(abstract_state),
-                data=grain.checkpoint.CheckpointRestore(data_iter)))
+                data=DataShardsRestore(data_iter)))
         return restored["state"]
 
     def wait(self):

@@ -1,6 +1,5 @@
 """End-to-end training runs: learning, determinism, resume, sharding, eval vs transformers."""
 
-import importlib.util
 import json
 import os
 import signal
@@ -12,11 +11,10 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 import pytest
-from conftest import build_hf_model
+from conftest import ROOT, build_hf_model, config_module, load_config
 
 from medjax.training import run
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 DRUGS = ["metformin", "lisinopril", "atorvastatin", "amoxicillin", "warfarin", "omeprazole",
          "levothyroxine", "amlodipine"]
 
@@ -33,27 +31,6 @@ def data(tmp_path_factory):
                                 "are monitored." for _ in range(rs.randint(1, 3)))
                 f.write(json.dumps({"text": text}) + "\n")
     return d
-
-
-def config_module(name: str):
-    """configs/<name>.py as a module."""
-    spec = importlib.util.spec_from_file_location(f"cfg_{name}",
-                                                  os.path.join(ROOT, "configs", f"{name}.py"))
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
-def load_config(name: str = "pretrain", **overrides):
-    """A config's default variant with dotted-key overrides."""
-    c = config_module(name).get_config()
-    for key, value in overrides.items():
-        node = c
-        *parents, leaf = key.split(".")
-        for p in parents:
-            node = node[p]
-        node[leaf] = value
-    return c
 
 
 def small(data, **kw):
