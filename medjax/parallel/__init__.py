@@ -1,10 +1,11 @@
-"""Device meshes, logical-axis rules and (later) multi-host initialisation."""
+"""Device meshes, logical-axis rules and multi-process (multi-host) start-up."""
 
-from .mesh import MESH_AXES, make_mesh
+from .distributed import Cluster, detect, initialize
+from .mesh import MESH_AXES, device_grid, make_mesh
 from .sharding import (DEFAULT_RULES, axis_rules, constrain, current_rules, logical_to_sharding,
                        logical_to_spec)
 
 __all__ = [
-    "MESH_AXES", "make_mesh", "DEFAULT_RULES", "axis_rules", "constrain", "current_rules",
-    "logical_to_sharding", "logical_to_spec",
+    "MESH_AXES", "make_mesh", "device_grid", "DEFAULT_RULES", "axis_rules", "constrain",
+    "current_rules", "logical_to_sharding", "logical_to_spec", "Cluster", "detect", "initialize",
 ]

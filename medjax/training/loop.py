@@ -94,13 +94,27 @@ def make_loss_fn(config, model_config):
 
 
 class _Preemption:
-    """SIGTERM -> save at the next step boundary and exit cleanly."""
+    """SIGTERM -> save at the next step boundary and exit cleanly.
+
+    Several processes: they must all stop at the same step, whichever of them got the
+    signal and when. JAX's preemption sync manager (started by ``jax.distributed``)
+    catches SIGTERM itself and agrees on that step; no Python handler is installed
+    (it would replace JAX's)."""
 
     def __init__(self):
         self.requested = False
         self._old = None
 
+    def stop(self, step: int) -> bool:
+        """Whether to save and stop after ``step``; every process calls it every step."""
+        if jax.process_count() > 1:
+            from jax.experimental import multihost_utils
+            return multihost_utils.reached_preemption_sync_point(step)
+        return self.requested
+
     def __enter__(self):
+        if jax.process_count() > 1:
+            return self
         try:
             self._old = signal.signal(signal.SIGTERM, self._handler)
         except ValueError:  # not the main thread
@@ -380,7 +394,7 @@ def run(config, workdir: str) -> dict:
                 t_last, tokens_since, steps_since, real_since = now, 0, 0, 0
             if config.eval.every and config.data.eval_sources and step % config.eval.every == 0:
                 log_eval(step)
-            if preempt.requested:
+            if preempt.stop(step):
                 ckpt.save(step, state, data_iter, config_dict, force=True)
                 log.warning("checkpoint saved at step %d after SIGTERM; exiting", step)
                 break
