@@ -17,7 +17,9 @@ def get_config(arg=None):
     c.objective.name = "kto"
     c.objective.desirable_weight = 1.0
     c.objective.undesirable_weight = 1.0
+    c.objective.reference = "frozen"  # or a model directory (KTO's KL rows need the model)
     if not arg:
+        c.steps = 150
         c.data.sources = os.path.join(dpo.pretrain.SAMPLES, "kto.jsonl")
         c.data.eval_sources = os.path.join(dpo.pretrain.SAMPLES, "kto_eval.jsonl")
     return c

@@ -78,7 +78,8 @@ def test_abstract_path_compiles_the_setup_step():
 
 
 def test_reference_forward_and_reward_head():
-    config = tiny("dpo", **{"model.dtype": "bfloat16", "optimizer.grad_accum": 1})
+    config = tiny("dpo", **{"model.dtype": "bfloat16", "optimizer.grad_accum": 1,
+                            "objective.reference": "frozen"})
     p = mp.plan(config, devices=jax.devices()[:4])
     ref = p["reference"]
     assert ref["weights"] == p["hand"]["params"] // 2  # bf16 copy sharded like the policy

@@ -203,6 +203,21 @@ def _dpo_config(**kw):
                                  "checkpoint.every": 100, **kw})
 
 
+@pytest.mark.slow
+def test_dpo_config_default_learns_held_out_preferences(tmp_path):
+    """configs/dpo.py as shipped (`make run`, a few minutes): from a random tiny model,
+    held-out pairs go from untrained (loss log 2) to clearly preferring the true fact."""
+    run(load_config("dpo", **{"logging.progress": False, "eval.every": 125}),
+        str(tmp_path / "dpo"))
+    rows = [json.loads(x) for x in open(tmp_path / "dpo" / "metrics.jsonl")]
+    evals = [r for r in rows if "eval/rewards/accuracies" in r]
+    assert [r["step"] for r in evals] == [0, 125, 250]
+    np.testing.assert_allclose(evals[0]["eval/loss"], np.log(2), rtol=1e-5)
+    assert evals[-1]["eval/rewards/accuracies"] >= 0.7, evals
+    assert evals[-1]["eval/rewards/margins"] > evals[1]["eval/rewards/margins"] > 0
+    assert evals[-1]["eval/loss"] < np.log(2) - 0.05
+
+
 def test_dpo_precomputed_reference_equals_frozen(tmp_path):
     run(_dpo_config(**{"objective.reference": "frozen"}), str(tmp_path / "frozen"))
     run(_dpo_config(**{"objective.reference": "precompute"}), str(tmp_path / "pre"))
@@ -243,17 +258,18 @@ def test_kto_config_runs(tmp_path):
         run(c, str(tmp_path / "kto2"))
 
 
-def test_reward_config_runs_and_fits_its_training_pairs(tmp_path):
-    c = load_config("reward")
-    c.steps, c.logging.every, c.logging.progress, c.eval.every = 200, 10, False, 0
-    c.eval.at_start, c.checkpoint.every = False, 200
+@pytest.mark.slow
+def test_reward_config_default_generalises_to_held_out_pairs(tmp_path):
+    """configs/reward.py as shipped (from a random tiny model, about a minute): train
+    accuracy rises, and held-out pairs are ranked clearly better than chance."""
+    c = load_config("reward", **{"logging.progress": False, "eval.every": 300})
     run(c, str(tmp_path / "rm"))
     rows = [json.loads(x) for x in open(tmp_path / "rm" / "metrics.jsonl")]
-    assert len(rows) == 20
-    first = np.mean([r["accuracy"] for r in rows[:3]])
-    last = np.mean([r["accuracy"] for r in rows[-5:]])
-    assert last > 0.75 and last > first + 0.1, (first, last)
-    assert np.mean([r["loss"] for r in rows[-5:]]) < np.mean([r["loss"] for r in rows[:3]])
+    train = [r["accuracy"] for r in rows if "accuracy" in r]
+    assert np.mean(train[-5:]) > 0.9 and np.mean(train[:3]) < 0.7, train
+    held_out = [r["eval/accuracy"] for r in rows if "eval/accuracy" in r]
+    assert len(held_out) == 3  # steps 0, 300, 600
+    assert held_out[-1] >= 0.7 and held_out[-1] > held_out[0] + 0.15, held_out
 
 
 def test_a_workdir_of_another_run_is_refused(data, straight):
