@@ -2,6 +2,18 @@
 
   python -m medjax.convert --to=medjax --src=HF_DIR --dst=CKPT_DIR [--dtype=bfloat16]
   python -m medjax.convert --to=hf --src=CKPT_DIR --dst=HF_DIR [--dtype=bfloat16]
+  python -m medjax.convert --to=hf --src=WORKDIR --dst=HF_DIR      (a medjax.train run)
+
+``--to=hf`` reads a medjax model checkpoint or a training workdir (the
+parameters of its newest checkpoint, for every objective). A reward model (a
+``reward`` run, or a checkpoint holding a ``reward_head``) is written as
+``LlamaForSequenceClassification`` / ``MistralForSequenceClassification`` with
+one label, which ``transformers.AutoModelForSequenceClassification`` loads.
+transformers scores each row at its rightmost token that is not
+``pad_token_id``: ``--pad_token_id`` sets it; by default it is the run's
+tokenizer's pad id for a workdir (an id that is an error if the run's chat
+template ends every response with it), else the model's first EOS id.
+``--to=medjax`` of such a directory keeps the reward head.
 
 An existing destination is never replaced unless --overwrite is given.
 """
@@ -14,20 +26,50 @@ from absl import app, flags
 
 FLAGS = flags.FLAGS
 flags.DEFINE_enum("to", None, ["medjax", "hf"], "Target format.")
-flags.DEFINE_string("src", None, "Source directory (HF model dir for --to=medjax, medjax "
-                    "checkpoint for --to=hf).")
+flags.DEFINE_string("src", None, "Source directory (HF model dir for --to=medjax; medjax "
+                    "checkpoint or medjax.train workdir for --to=hf).")
 flags.DEFINE_string("dst", None, "Destination directory.")
 flags.DEFINE_enum("dtype", None, ["float32", "bfloat16", "float16"],
                   "Parameter dtype to store (default: as the source).")
 flags.DEFINE_integer("max_shard_size", 5 * 2**30, "--to=hf: bytes per safetensors file.")
+flags.DEFINE_integer("pad_token_id", None, "--to=hf of a reward model: the pad id written to "
+                     "config.json (default: the run's tokenizer's, else the first EOS id).")
 flags.DEFINE_bool("overwrite", False, "Replace an existing destination.")
 flags.mark_flags_as_required(["to", "src", "dst"])
 
 
+def _warn(msg: str) -> None:
+    print(f"medjax.convert: warning: {msg}", file=sys.stderr)
+
+
+def _run_pad_ids(workdir: str) -> tuple[int | None, int | None]:
+    """(pad id, last id of a response) of a training run's tokenizer and chat template,
+    None where they cannot be had (e.g. a tokenizer directory not on this machine)."""
+    from medjax.data.templates import get_template
+    from medjax.data.tokenizer import get_tokenizer
+    from medjax.training.checkpointing import load_run_config
+
+    data = load_run_config(workdir).get("data", {})
+    try:
+        tokenizer = get_tokenizer(data.get("tokenizer"))
+    except (OSError, ValueError, ImportError) as e:
+        _warn(f"{workdir}: the run's tokenizer {data.get('tokenizer')!r} cannot be loaded "
+              f"({e})")
+        return None, None
+    try:
+        template = get_template(data.get("template", "auto"), tokenizer)
+        end = template.encode_response("Yes.", prompt=[{"role": "user", "content": "Hi"}])[-1]
+    except (OSError, ValueError, ImportError):
+        end = None  # e.g. a pretraining run's tokenizer without a chat template
+    return tokenizer.pad_id, end
+
+
 def convert(to: str, src: str, dst: str, *, dtype: str | None = None,
-            max_shard_size: int = 5 * 2**30, overwrite: bool = False) -> None:
-    from medjax.models import load_hf, save_hf
-    from medjax.models.checkpoint import load_model, save_model
+            max_shard_size: int = 5 * 2**30, overwrite: bool = False,
+            pad_token_id: int | None = None) -> None:
+    from medjax.models import head_of, load_hf, save_hf
+    from medjax.models.checkpoint import is_model_checkpoint, load_model, save_model
+    from medjax.training.checkpointing import is_training_workdir, load_trained_params
 
     if to == "medjax":
         if dtype is None:  # keep the checkpoint's own dtype
@@ -43,17 +85,42 @@ def convert(to: str, src: str, dst: str, *, dtype: str | None = None,
                 dtype = "float32"
         config, params = load_hf(src, dtype=dtype)
         save_model(config, params, dst, overwrite=overwrite)
-    else:
-        overrides = {"param_dtype": dtype} if dtype else {}
+        return
+
+    overrides = {"param_dtype": dtype} if dtype else {}
+    workdir = is_training_workdir(src)
+    if workdir:
+        config, params = load_trained_params(src, **overrides)
+    elif is_model_checkpoint(src):
         config, params = load_model(src, **overrides)
-        save_hf(config, params, dst, max_shard_size=max_shard_size, overwrite=overwrite)
+    else:
+        raise FileNotFoundError(f"{src}: neither a medjax model checkpoint (medjax_model.json) "
+                                "nor a medjax.train workdir (model_config.json, checkpoints/)")
+    if head_of(params) == "reward":
+        end = None
+        if workdir:
+            run_pad, end = _run_pad_ids(src)
+            if pad_token_id is None:
+                pad_token_id = run_pad
+        if pad_token_id is None and config.eos_token_id:
+            _warn(f"pad_token_id defaults to the model's EOS id {config.eos_token_id[0]}: "
+                  "transformers then scores a row that ends with EOS at the token before "
+                  "it; pass --pad_token_id if the training rows ended with EOS")
+        if pad_token_id is not None and pad_token_id == end:
+            raise ValueError(
+                f"pad_token_id={pad_token_id} ends every response of the run's chat template: "
+                "transformers would score the token before it, not the one the reward head "
+                "was trained on; pass --pad_token_id=ID of a token no response ends with")
+    save_hf(config, params, dst, max_shard_size=max_shard_size, overwrite=overwrite,
+            pad_token_id=pad_token_id)
 
 
 def main(argv):
     del argv
     try:
         convert(FLAGS.to, FLAGS.src, FLAGS.dst, dtype=FLAGS.dtype,
-                max_shard_size=FLAGS.max_shard_size, overwrite=FLAGS.overwrite)
+                max_shard_size=FLAGS.max_shard_size, overwrite=FLAGS.overwrite,
+                pad_token_id=FLAGS.pad_token_id)
     except (OSError, ValueError) as e:
         sys.exit(f"medjax.convert: error: {e}")
     print(f"wrote {FLAGS.dst}")

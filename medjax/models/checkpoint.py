@@ -2,7 +2,8 @@
 
 Layout of a model checkpoint directory::
 
-    DIR/medjax_model.json   {"format": "medjax-model", "version": 1, "config": {...}}
+    DIR/medjax_model.json   {"format": "medjax-model", "version": 1, "config": {...},
+                             "head": "lm" | "reward"}   (without "head": "lm")
     DIR/params/             Orbax StandardCheckpointer tree (sharded arrays)
 
 Restoring reshards onto any mesh: the target shardings come from the config
@@ -19,7 +20,7 @@ import orbax.checkpoint as ocp
 from jax.sharding import Mesh, SingleDeviceSharding
 
 from .config import ModelConfig
-from .decoder import abstract_params, param_shardings
+from .decoder import HEADS, abstract_params, head_of, param_shardings
 
 META_FILE = "medjax_model.json"
 FORMAT = "medjax-model"
@@ -43,10 +44,16 @@ def save_model(config: ModelConfig, params: dict, path: str | os.PathLike, *,
         ckptr.wait_until_finished()
     if jax.process_index() == 0:
         with open(os.path.join(path, META_FILE), "w") as f:
-            json.dump({"format": FORMAT, "version": 1, "config": config.to_dict()}, f, indent=2)
+            json.dump({"format": FORMAT, "version": 1, "config": config.to_dict(),
+                       "head": head_of(params)}, f, indent=2)
 
 
 def load_model_config(path: str | os.PathLike) -> ModelConfig:
+    return _load_meta(path)[0]
+
+
+def _load_meta(path: str | os.PathLike) -> tuple[ModelConfig, str]:
+    """(config, head) of a model checkpoint."""
     meta_path = os.path.join(os.fspath(path), META_FILE)
     try:
         with open(meta_path) as f:
@@ -58,8 +65,11 @@ def load_model_config(path: str | os.PathLike) -> ModelConfig:
     if meta.get("format") != FORMAT:
         raise ValueError(f"{meta_path}: field 'format' is {meta.get('format')!r}, "
                          f"expected {FORMAT!r}")
+    head = meta.get("head", "lm")
+    if head not in HEADS:
+        raise ValueError(f"{meta_path}: field 'head' is {head!r}, expected one of {HEADS}")
     try:
-        return ModelConfig.from_dict(meta["config"])
+        return ModelConfig.from_dict(meta["config"]), head
     except (KeyError, TypeError, ValueError) as e:
         raise ValueError(f"{meta_path}: field 'config': {e}") from None
 
@@ -69,15 +79,16 @@ def load_model(path: str | os.PathLike, *, mesh: Mesh | None = None,
     """Restores ``(config, params)``, sharded for ``mesh`` (default: one device).
 
     ``config_overrides`` may change execution fields (dtype, remat, scan,
-    attention backend); ``param_dtype`` casts the restored parameters.
+    attention backend); ``param_dtype`` casts the restored parameters. A reward
+    model's parameters hold ``reward_head`` in place of ``lm_head``.
     """
     path = os.path.abspath(os.fspath(path))
-    saved = load_model_config(path)
+    saved, head = _load_meta(path)
     config = saved.replace(**config_overrides)
     # Restore in the dtype that was saved, then cast if asked.
-    abstract = abstract_params(saved)
+    abstract = abstract_params(saved, head)
     if mesh is not None:
-        shardings = param_shardings(saved, mesh)
+        shardings = param_shardings(saved, mesh, head)
     else:
         single = SingleDeviceSharding(jax.local_devices()[0])
         shardings = jax.tree.map(lambda _: single, abstract)

@@ -23,10 +23,27 @@ REMAT_POLICIES = ("none", "full", "dots", "dots_no_batch")
 DTYPES = ("float32", "bfloat16", "float16")
 # model_type -> architecture class name written to config.json
 FAMILIES = {"llama": "LlamaForCausalLM", "mistral": "MistralForCausalLM"}
+# model_type -> architecture of a reward model: a sequence classifier with one label
+REWARD_FAMILIES = {"llama": "LlamaForSequenceClassification",
+                   "mistral": "MistralForSequenceClassification"}
 
 
 class ConfigError(ValueError):
     """A model configuration that medjax cannot honour (names the file and field)."""
+
+
+def hf_num_labels(hf: dict[str, Any]) -> int:
+    """Labels of a Hugging Face classifier config, as transformers counts them (``id2label``,
+    else ``num_labels``, else its default of 2)."""
+    if hf.get("id2label"):
+        return len(hf["id2label"])
+    return int(hf.get("num_labels", 2))
+
+
+def hf_head(hf: dict[str, Any]) -> str:
+    """``"reward"`` for a reward model's ``config.json`` (a sequence classifier), else ``"lm"``."""
+    archs = hf.get("architectures") or []
+    return "reward" if any(a in REWARD_FAMILIES.values() for a in archs) else "lm"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -148,10 +165,16 @@ class ModelConfig:
             bad("model_type", f"unsupported architecture {model_type!r}; medjax supports "
                 f"{sorted(FAMILIES)}")
         archs = hf.get("architectures") or []
+        known = (FAMILIES[model_type], REWARD_FAMILIES[model_type])
         for a in archs:
-            if a != FAMILIES[model_type]:
+            if a not in known:
                 bad("architectures", f"unsupported architecture {a!r} (expected "
-                    f"{FAMILIES[model_type]!r})")
+                    f"{known[0]!r}, or {known[1]!r} for a reward model)")
+        if known[1] in archs:
+            labels = hf_num_labels(hf)
+            if labels != 1:
+                bad("id2label", f"{known[1]} with {labels} labels: medjax reads it as a reward "
+                    "model, which has one label (num_labels=1)")
         for field in ("vocab_size", "hidden_size", "intermediate_size",
                       "num_hidden_layers", "num_attention_heads"):
             if not isinstance(hf.get(field), int):

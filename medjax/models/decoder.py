@@ -19,6 +19,9 @@ Parameters (``P`` = logical axes):
   layers/mlp/down_proj     [layers, mlp, embed]
   final_norm/scale         [embed]
   lm_head/kernel           [embed, vocab]   (absent with tied embeddings)
+
+A reward model (``head="reward"``) has ``reward_head/kernel [embed]`` (a scalar
+head, see ``medjax.objectives.reward``) in place of ``lm_head``.
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ from ..parallel.sharding import constrain, logical_to_sharding
 from .config import ModelConfig
 
 Params = dict[str, Any]
+HEADS = ("lm", "reward")  # the output head: next-token logits, or one scalar (reward models)
 
 _REMAT = {
     "full": None,  # jax.checkpoint's default: save only the layer's inputs
@@ -252,7 +256,24 @@ def _is_box(x):
     return isinstance(x, nn.LogicallyPartitioned)
 
 
-def param_logical_axes(config: ModelConfig) -> dict:
+def _with_head(tree: dict, head: str, reward_leaf) -> dict:
+    """``tree`` (LM layout) with ``reward_head/kernel = reward_leaf`` in place of ``lm_head``
+    for ``head="reward"``."""
+    if head == "lm":
+        return tree
+    if head != "reward":
+        raise ValueError(f"head={head!r} is not one of {HEADS}")
+    tree = {k: v for k, v in tree.items() if k != "lm_head"}
+    tree["reward_head"] = {"kernel": reward_leaf}
+    return tree
+
+
+def head_of(params: Params) -> str:
+    """``"reward"`` for a reward model's parameters (a ``reward_head``), else ``"lm"``."""
+    return "reward" if "reward_head" in params else "lm"
+
+
+def param_logical_axes(config: ModelConfig, head: str = "lm") -> dict:
     """Pytree (like the parameters) of logical-axis tuples."""
     boxed = jax.eval_shape(functools.partial(_boxed_init, config), jax.random.key(0))
 
@@ -260,7 +281,8 @@ def param_logical_axes(config: ModelConfig) -> dict:
         names = tuple(box.names)
         return ("layers",) + names if path[0].key == "layers" else names
 
-    return jax.tree_util.tree_map_with_path(axes, boxed, is_leaf=_is_box)
+    return _with_head(jax.tree_util.tree_map_with_path(axes, boxed, is_leaf=_is_box), head,
+                      ("embed",))
 
 
 def _init_unboxed(config: ModelConfig, rng: jax.Array) -> Params:
@@ -275,14 +297,17 @@ def _init_unboxed(config: ModelConfig, rng: jax.Array) -> Params:
     return params
 
 
-def abstract_params(config: ModelConfig) -> Params:
+def abstract_params(config: ModelConfig, head: str = "lm") -> Params:
     """ShapeDtypeStructs of the parameters (no allocation)."""
-    return jax.eval_shape(functools.partial(_init_unboxed, config), jax.random.key(0))
+    abstract = jax.eval_shape(functools.partial(_init_unboxed, config), jax.random.key(0))
+    return _with_head(abstract, head, jax.ShapeDtypeStruct((config.hidden_size,),
+                                                           jnp.dtype(config.param_dtype)))
 
 
-def param_shardings(config: ModelConfig, mesh: Mesh) -> dict:
+def param_shardings(config: ModelConfig, mesh: Mesh, head: str = "lm") -> dict:
     """NamedShardings of the parameters on ``mesh`` under the current axis rules."""
-    return logical_to_sharding(param_logical_axes(config), mesh, shapes=abstract_params(config))
+    return logical_to_sharding(param_logical_axes(config, head), mesh,
+                               shapes=abstract_params(config, head))
 
 
 def init_params(config: ModelConfig, rng: jax.Array, *, mesh: Mesh | None = None) -> Params:

@@ -1,12 +1,20 @@
 """Hugging Face checkpoints: ``load_hf`` (streamed into shards) and ``save_hf``.
 
 Each medjax parameter maps to one Hugging Face tensor (per layer for the
-stacked ``layers`` parameters) with one of four layout changes:
+stacked ``layers`` parameters) with one of five layout changes:
 
   same       identical layout (embeddings, norms)
   T          transposed (linear ``[out, in]`` -> ``[in, out]``)
   in_heads   ``[heads*head_dim, embed]`` -> ``[embed, heads, head_dim]``   (q, k, v)
   out_heads  ``[embed, heads*head_dim]`` -> ``[heads, head_dim, embed]``   (o)
+  row        ``[1, embed]`` -> ``[embed]``                    (a one-label ``score``)
+
+Reward models (``reward_head`` in place of ``lm_head``) are
+``LlamaForSequenceClassification`` / ``MistralForSequenceClassification`` with
+``num_labels=1``: ``score.weight [1, hidden]`` (no bias) is the reward head.
+transformers scores a row at its rightmost token that is not ``pad_token_id``
+(attention mask ignored); medjax at its last non-pad (segment != 0) token. The
+two agree as long as no real row ends with the pad id (see ``save_hf``).
 
 Loading builds every parameter with ``jax.make_array_from_callback``: each
 device's shard is read straight from the memory-mapped safetensors file (only
@@ -26,8 +34,8 @@ import jax
 import numpy as np
 from jax.sharding import Mesh, SingleDeviceSharding
 
-from .config import ModelConfig
-from .decoder import abstract_params, param_shardings
+from .config import REWARD_FAMILIES, ModelConfig, hf_head
+from .decoder import abstract_params, head_of, param_shardings
 from .safetensors_io import SafetensorsError, SafetensorsFile, write_safetensors
 
 SINGLE_FILE = "model.safetensors"
@@ -44,15 +52,16 @@ class CheckpointError(ValueError):
 class _Map:
     path: tuple[str, ...]  # medjax parameter path
     hf: str  # Hugging Face tensor name; '{i}' is the layer index
-    kind: str  # same | T | in_heads | out_heads
+    kind: str  # same | T | in_heads | out_heads | row
 
     @property
     def layered(self) -> bool:
         return self.path[0] == "layers"
 
 
-def param_map(config: ModelConfig) -> list[_Map]:
-    """The medjax <-> Hugging Face tensor correspondence, in file order."""
+def param_map(config: ModelConfig, head: str = "lm") -> list[_Map]:
+    """The medjax <-> Hugging Face tensor correspondence, in file order (``head="reward"``:
+    the reward head as a sequence classifier's ``score``, no LM head)."""
     pre = "model.layers.{i}."
     maps = [_Map(("embed", "embedding"), "model.embed_tokens.weight", "same")]
     maps += [
@@ -67,7 +76,9 @@ def param_map(config: ModelConfig) -> list[_Map]:
         _Map(("layers", "mlp", "down_proj"), pre + "mlp.down_proj.weight", "T"),
     ]
     maps.append(_Map(("final_norm", "scale"), "model.norm.weight", "same"))
-    if not config.tie_embeddings:
+    if head == "reward":
+        maps.append(_Map(("reward_head", "kernel"), "score.weight", "row"))
+    elif not config.tie_embeddings:
         maps.append(_Map(("lm_head", "kernel"), "lm_head.weight", "T"))
     return maps
 
@@ -77,6 +88,8 @@ def _hf_shape(kind: str, shape: tuple[int, ...]) -> tuple[int, ...]:
         return shape
     if kind == "T":
         return shape[::-1]
+    if kind == "row":
+        return (1, *shape)
     if kind == "in_heads":
         d, n, h = shape
         return (n * h, d)
@@ -98,6 +111,8 @@ def _read_block(hf: np.ndarray, kind: str, index: tuple[slice, ...],
         return hf[index]
     if kind == "T":
         return hf[index[1], index[0]].T
+    if kind == "row":  # ours [d] <- hf [1, d]
+        return hf[0, index[0]]
     if kind == "in_heads":  # ours [d, n, h] <- hf [n*h, d]
         (d0, d1), (n0, n1), (h0, h1) = (_bounds(s, n) for s, n in zip(index, shape))
         hd = shape[2]
@@ -115,6 +130,8 @@ def _to_hf_layout(kind: str, a: np.ndarray) -> np.ndarray:
         return a
     if kind == "T":
         return a.T
+    if kind == "row":
+        return a[None]
     if kind == "in_heads":
         d, n, h = a.shape
         return a.transpose(1, 2, 0).reshape(n * h, d)
@@ -177,18 +194,23 @@ def load_hf(path: str | os.PathLike, *, dtype: str = "float32", mesh: Mesh | Non
 
     Returns ``(config, params)``; parameters are stored in ``dtype`` (also the
     config's compute dtype unless overridden) and, with ``mesh``, sharded by
-    the current axis rules, each shard read straight from disk.
+    the current axis rules, each shard read straight from disk. A reward model
+    (``*ForSequenceClassification`` with one label) gives ``params["reward_head"]``
+    in place of ``params["lm_head"]``.
     """
     path = os.fspath(path)
     if not os.path.isdir(path):
         raise FileNotFoundError(f"{path}: no such directory")
     overrides = {"param_dtype": dtype, "dtype": dtype, **config_overrides}
-    config = ModelConfig.from_hf(os.path.join(path, "config.json"), **overrides)
+    config_path = os.path.join(path, "config.json")
+    config = ModelConfig.from_hf(config_path, **overrides)
+    with open(config_path) as f:  # valid JSON: from_hf has read it
+        head = hf_head(json.load(f))
     tensors = _open_files(path)
-    abstract = abstract_params(config)
+    abstract = abstract_params(config, head)
 
     used = set()
-    for m in param_map(config):
+    for m in param_map(config, head):
         shape = _get(abstract, m.path).shape
         layer_shape = shape[1:] if m.layered else shape
         want = _hf_shape(m.kind, layer_shape)
@@ -204,21 +226,22 @@ def load_hf(path: str | os.PathLike, *, dtype: str = "float32", mesh: Mesh | Non
                     f"config.json implies {list(want)}")
             used.add(name)
     extra = [n for n in tensors if n not in used and not _IGNORED.match(n)
-             and not (config.tie_embeddings and n == "lm_head.weight")]
+             and not (config.tie_embeddings and head == "lm" and n == "lm_head.weight")]
     if extra:
         raise CheckpointError(
             f"{tensors[extra[0]].path}: tensor '{extra[0]}' is not part of a {config.family} "
-            f"model medjax can load ({len(extra)} unexpected tensors: {extra[:5]})")
+            f"{'reward ' if head == 'reward' else ''}model medjax can load ({len(extra)} "
+            f"unexpected tensors: {extra[:5]})")
 
     if mesh is not None:
-        shardings = param_shardings(config, mesh)
+        shardings = param_shardings(config, mesh, head)
     else:
         single = SingleDeviceSharding(jax.local_devices()[0])
         shardings = jax.tree.map(lambda _: single, abstract)
     np_dtype = np.dtype(jax.numpy.dtype(dtype))
 
     params: dict = {}
-    for m in param_map(config):
+    for m in param_map(config, head):
         shape = _get(abstract, m.path).shape
 
         def callback(index, m=m, shape=shape):
@@ -246,9 +269,29 @@ def _to_host(x: jax.Array) -> np.ndarray:
     return np.asarray(jax.device_get(x))
 
 
+def reward_hf_fields(config: ModelConfig, pad_token_id: int | None = None) -> dict[str, Any]:
+    """The ``config.json`` fields that make a reward model a one-label sequence classifier.
+
+    ``pad_token_id`` (default: the first EOS id) is how transformers finds the
+    token it scores: the rightmost one that is not ``pad_token_id``.
+    """
+    if pad_token_id is None:
+        if not config.eos_token_id:
+            raise ValueError("a reward model needs a pad_token_id (transformers finds each row's "
+                             "last token by it) and the model config has no EOS id to default "
+                             "to; pass pad_token_id (--pad_token_id)")
+        pad_token_id = config.eos_token_id[0]
+    if not 0 <= int(pad_token_id) < config.vocab_size:
+        raise ValueError(f"pad_token_id={pad_token_id} is not a token id of this model "
+                         f"(vocab_size {config.vocab_size})")
+    return {"architectures": [REWARD_FAMILIES[config.family]], "num_labels": 1,
+            "id2label": {"0": "LABEL_0"}, "label2id": {"LABEL_0": 0},
+            "pad_token_id": int(pad_token_id)}
+
+
 def save_hf(config: ModelConfig, params: dict, path: str | os.PathLike, *,
             dtype: str | None = None, max_shard_size: int = 5 * 2**30,
-            overwrite: bool = False) -> None:
+            overwrite: bool = False, pad_token_id: int | None = None) -> None:
     """Writes ``config.json`` and safetensors that ``transformers`` loads as-is.
 
     Tensors are gathered and written one at a time (sharded into
@@ -256,16 +299,35 @@ def save_hf(config: ModelConfig, params: dict, path: str | os.PathLike, *,
     ``max_shard_size`` bytes). ``dtype`` defaults to the parameter dtype. An
     existing checkpoint at ``path`` is an error unless ``overwrite``. In a
     multi-process job every process must call this; process 0 writes.
+
+    Parameters with a ``reward_head`` (and no ``lm_head``) are written as a
+    reward model: ``<Family>ForSequenceClassification``, ``num_labels=1``,
+    ``score.weight [1, hidden]``, and ``pad_token_id`` (default: the first EOS
+    id). transformers scores each row at its rightmost token that is not the
+    pad id, medjax at its last real token: they agree unless a real row *ends*
+    with the pad id. The EOS default is wrong for data whose responses end with
+    EOS (the ``mistral`` and ``alpaca`` templates): pass the tokenizer's pad id
+    there (``python -m medjax.convert`` does, for a training workdir). For a
+    language model, ``pad_token_id`` is written only when given.
     """
     path = os.fspath(path)
     writer = jax.process_index() == 0
+    head = head_of(params)
+    if head == "reward" and "lm_head" in params:
+        raise ValueError("parameters hold both 'lm_head' and 'reward_head': a reward model is "
+                         "written without its LM head; drop one of them")
+    hf_config = config.to_hf(torch_dtype=dtype or config.param_dtype)
+    if head == "reward":
+        hf_config.update(reward_hf_fields(config, pad_token_id))
+    elif pad_token_id is not None:
+        hf_config["pad_token_id"] = int(pad_token_id)
     if writer and os.path.isdir(path) and not overwrite:
         clash = [f for f in os.listdir(path)
                  if f == "config.json" or f.endswith(".safetensors") or f == INDEX_FILE]
         if clash:
             raise FileExistsError(f"{path}: already holds a checkpoint ({sorted(clash)[:3]}); "
                                   "pass overwrite=True (--overwrite) to replace it")
-    abstract = abstract_params(config)
+    abstract = abstract_params(config, head)
     got = jax.tree.map(lambda a: tuple(a.shape), params)
     want = jax.tree.map(lambda a: tuple(a.shape), abstract)
     if got != want:
@@ -274,7 +336,7 @@ def save_hf(config: ModelConfig, params: dict, path: str | os.PathLike, *,
     np_dtype = np.dtype(jax.numpy.dtype(dtype))
 
     entries = []  # (name, shape, dtype, produce)
-    for m in param_map(config):
+    for m in param_map(config, head):
         arr = _get(params, m.path)
         shape = tuple(arr.shape)
         if m.layered:
@@ -318,4 +380,4 @@ def save_hf(config: ModelConfig, params: dict, path: str | os.PathLike, *,
     if writer:
         # config.json last: a directory without it is visibly incomplete.
         with open(os.path.join(path, "config.json"), "w") as f:
-            json.dump(config.to_hf(torch_dtype=dtype), f, indent=2)
+            json.dump(hf_config, f, indent=2)

@@ -15,8 +15,9 @@ from typing import Any
 
 import jax
 import orbax.checkpoint as ocp
+from jax.sharding import Mesh, SingleDeviceSharding
 
-from ..models import ModelConfig
+from ..models import ModelConfig, abstract_params, param_shardings
 
 MODEL_CONFIG_FILE = "model_config.json"  # in a training workdir, next to checkpoints/
 
@@ -55,24 +56,41 @@ def is_training_workdir(path: str) -> bool:
             and os.path.isdir(os.path.join(path, "checkpoints")))
 
 
-def load_trained_params(workdir: str, shardings_for, **config_overrides):
-    """(ModelConfig, params) of the newest checkpoint of a training workdir.
-
-    Only the parameters are read (no optimizer state), straight into the
-    shardings ``shardings_for(model_config)`` returns.
-    """
-    with open(os.path.join(workdir, MODEL_CONFIG_FILE)) as f:
-        saved = json.load(f)
-    saved.pop("objective", None)
-    saved = ModelConfig.from_dict(saved)
-    config = saved.replace(**config_overrides)
+def _checkpoint_steps(workdir: str) -> tuple[str, list[int]]:
     directory = os.path.abspath(os.path.join(workdir, "checkpoints"))
     steps = sorted(int(d) for d in os.listdir(directory) if d.isdigit())
     if not steps:
         raise FileNotFoundError(f"{directory}: no complete checkpoint to start from")
-    from ..models import abstract_params
-    abstract = abstract_params(saved)  # as stored
-    shardings = shardings_for(config)
+    return directory, steps
+
+
+def load_run_config(workdir: str) -> dict:
+    """The training config (as a dict) saved with the newest checkpoint of a workdir."""
+    directory, steps = _checkpoint_steps(workdir)
+    path = os.path.join(directory, str(steps[-1]), "config")
+    with ocp.Checkpointer(ocp.JsonCheckpointHandler()) as ckptr:
+        return ckptr.restore(path)
+
+
+def load_trained_params(workdir: str, mesh: Mesh | None = None, **config_overrides):
+    """(ModelConfig, params) of the newest checkpoint of a training workdir.
+
+    Only the parameters are read (no optimizer state), straight into their
+    shardings on ``mesh`` (default: one device). A reward run's parameters
+    hold its ``reward_head`` in place of ``lm_head``.
+    """
+    with open(os.path.join(workdir, MODEL_CONFIG_FILE)) as f:
+        saved = json.load(f)
+    head = "reward" if saved.pop("objective", "") == "reward" else "lm"
+    saved = ModelConfig.from_dict(saved)
+    config = saved.replace(**config_overrides)
+    directory, steps = _checkpoint_steps(workdir)
+    abstract = abstract_params(saved, head)  # as stored
+    if mesh is not None:
+        shardings = param_shardings(config, mesh, head)
+    else:
+        single = SingleDeviceSharding(jax.local_devices()[0])
+        shardings = jax.tree.map(lambda _: single, abstract)
     restore_args = jax.tree.map(lambda s: ocp.ArrayRestoreArgs(sharding=s), shardings)
     with ocp.PyTreeCheckpointer() as ckptr:
         state = ckptr.restore(

@@ -48,8 +48,7 @@ def build_model(config, mesh, vocab_size: int):
                      scan_layers=m.scan_layers, attention=m.attention)
     if m.init_from:
         if is_training_workdir(m.init_from):  # a previous medjax.train run (e.g. SFT)
-            return load_trained_params(
-                m.init_from, lambda cfg: models.param_shardings(cfg, mesh), **overrides)
+            return load_trained_params(m.init_from, mesh, **overrides)
         if is_model_checkpoint(m.init_from):
             return load_model(m.init_from, mesh=mesh, **overrides)
         if os.path.isfile(os.path.join(m.init_from, "config.json")):
@@ -262,6 +261,10 @@ def setup(config, vocab_size: int) -> Setup:
                          f"optimizer.grad_accum={accum}")
     with jax.set_mesh(mesh):
         model_config, params = build_model(config, mesh, vocab_size)
+        if config.objective.name != "reward" and models.head_of(params) == "reward":
+            raise ValueError(f"model.init_from={config.model.init_from!r} is a reward model (a "
+                             f"reward head, no LM head): it cannot start a "
+                             f"'{config.objective.name}' run")
         if config.objective.name == "reward":  # a scalar head replaces the LM head
             params = dict(params)
             params.pop("lm_head", None)

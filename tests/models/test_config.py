@@ -66,7 +66,9 @@ def test_to_hf_is_read_by_transformers_and_back(family):
 
 @pytest.mark.parametrize("field,value,match", [
     ("model_type", "gpt2", "model_type.*unsupported architecture 'gpt2'"),
-    ("architectures", ["LlamaForSequenceClassification"], "architectures"),
+    ("architectures", ["LlamaForTokenClassification"], "architectures"),
+    # A sequence classifier is read as a reward model, which has one label (HF's default: 2).
+    ("architectures", ["LlamaForSequenceClassification"], "'id2label'.*with 2 labels"),
     ("hidden_act", "gelu", "hidden_act"),
     ("attention_bias", True, "attention_bias"),
     ("rope_scaling", {"rope_type": "yarn", "factor": 4.0}, "rope_scaling.rope_type.*'yarn'"),
