@@ -156,12 +156,35 @@ def _pad_rows(local: dict, rows: int) -> dict:
             for k, v in local.items()}
 
 
+def all_processes(flag: bool) -> np.ndarray:
+    """``flag`` of every process (a host-side all-gather; just ``[flag]`` for one)."""
+    if jax.process_count() == 1:
+        return np.array([flag])
+    from jax.experimental import multihost_utils
+    return np.asarray(multihost_utils.process_allgather(np.array(flag)))
+
+
+def synced(batches):
+    """This process's batches until every process has run out of its own: a process
+    that ran out first feeds empty (all-padding, zero-weight) batches meanwhile, so
+    that every process runs the same number of steps (collectives stay matched)."""
+    it, last = iter(batches), None
+    while True:
+        local = next(it, None)
+        if not all_processes(local is not None).any():
+            return
+        if local is None:
+            local = {k: np.zeros_like(v) for k, v in last.items()}
+        last = local
+        yield dict(local)  # a consumer may pop keys; ``last`` keeps them all
+
+
 def eval_pipeline(config, tokenizer, template):
     rows = config.batch_size // jax.process_count()
     pipe = pipeline_from_config(config, tokenizer, template, eval=True,
                                 process_index=jax.process_index(),
                                 process_count=jax.process_count())
-    return (_pad_rows(local, rows) for local in pipe)
+    return synced(_pad_rows(local, rows) for local in pipe)
 
 
 def evaluate(config, params, tokenizer, template, batch_sharding, eval_fn, reference=None):
@@ -312,7 +335,7 @@ def run(config, workdir: str) -> dict:
             reference = Reference(config, mesh, model_config, state["params"], batch_sharding)
             if reference.mode == "precompute":
                 rows = config.batch_size // jax.process_count()
-                train_once = (_pad_rows(b, rows) for b in pipeline_from_config(
+                train_once = synced(_pad_rows(b, rows) for b in pipeline_from_config(
                     config, tokenizer, template, one_pass=True,
                     process_index=jax.process_index(), process_count=jax.process_count()))
                 to_global = functools.partial(_global_batch, sharding=batch_sharding)
@@ -363,9 +386,11 @@ def run(config, workdir: str) -> dict:
     step = start
     with _Preemption() as preempt, jax.set_mesh(mesh):
         while step < config.steps:
-            try:
-                local = next(data_iter)
-            except StopIteration:
+            local = next(data_iter, None)
+            exhausted = local is None
+            if config.epochs and jax.process_count() > 1:  # every process stops together
+                exhausted = not all_processes(not exhausted).all()
+            if exhausted:
                 log.info("data exhausted after %d epochs at step %d", config.epochs, step)
                 break
             batch = device_batch(local, batch_sharding, reference)

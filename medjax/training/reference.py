@@ -80,20 +80,24 @@ class Reference:
             ids = local.pop("example_id")
             real = local["loss_mask"][:, 0].any(-1)
             logps = self.compute(to_global(local))
-            if jax.process_count() > 1:  # rows are laid out process by process
+            if jax.process_count() > 1:  # every process keeps every process's rows
                 from jax.experimental import multihost_utils
-                logps = multihost_utils.process_allgather(logps, tiled=True)
-            rows = len(ids)
-            start = jax.process_index() * rows
-            logps = np.asarray(jax.device_get(logps))[start:start + rows]
+                # ids are 64-bit (source << 40 | record): gathered as two 32-bit halves
+                hi, lo, logps, real = (
+                    np.asarray(multihost_utils.process_allgather(x, tiled=True))
+                    for x in ((ids >> 32).astype(np.int32), (ids & 0xFFFFFFFF).astype(np.uint32),
+                              logps, real))
+                ids = (hi.astype(np.int64) << 32) | lo.astype(np.int64)
+            logps = np.asarray(jax.device_get(logps))
             ids_all.append(ids[real])
             logps_all.append(logps[real])
         ids_all = np.concatenate(ids_all)
         logps_all = np.concatenate(logps_all).astype(np.float32)
         self.tables[name] = dict(zip(ids_all.tolist(), logps_all))
-        tmp = path + ".tmp.npz"
-        np.savez(tmp, ids=ids_all, logps=logps_all)
-        os.replace(tmp, path)
+        if jax.process_index() == 0:  # the whole table, written once
+            tmp = path + ".tmp.npz"
+            np.savez(tmp, ids=ids_all, logps=logps_all)
+            os.replace(tmp, path)
         log.info("precomputed reference log-probs of %d %s examples", len(ids_all), name)
 
     def lookup(self, name: str, ids: np.ndarray, real: np.ndarray) -> np.ndarray:

@@ -306,3 +306,36 @@ def test_two_processes_equal_one_and_their_checkpoint_resumes_in_one(tmp_path):
     assert sorted(got) == [4, 5, 6]
     for s in got:
         assert abs(got[s] - want[s]) <= 1e-4 * abs(want[s]), (s, got[s], want[s])
+
+
+@pytest.mark.slow
+def test_two_process_dpo_with_precomputed_reference_and_uneven_eval(tmp_path):
+    """9 eval pairs over 2 processes with 4 rows each: process 0 has 2 eval batches,
+    process 1 one, so it feeds an empty batch rather than leaving process 0 alone in a
+    collective; the precomputed reference table holds every process's examples. Losses
+    and eval metrics equal a 1-process run with the same data shards."""
+    samples = os.path.join(ROOT, "medjax", "data", "samples")
+    with open(os.path.join(samples, "preference_eval.jsonl")) as f:
+        (tmp_path / "eval.jsonl").write_text("".join(f.readlines()[:9]))
+    run = {"steps": 2, "batch_size": 8, "eval.every": 2, "eval.at_start": True,
+           "logging.every": 1, "logging.progress": False, "checkpoint.every": 2,
+           "data.shards": 2, "objective.reference": "precompute",
+           "data.eval_sources": str(tmp_path / "eval.jsonl")}
+    two = tmp_path / "two"
+    r = launch_local(2, train_cmd(two, "dpo", **run), devices=2, log_dir=tmp_path / "logs")
+    assert r.returncode == 0, r.output[-4000:]
+    import numpy as np
+    table = np.load(two / "reference_logps_train.npz")
+    with open(os.path.join(samples, "preference.jsonl")) as f:
+        assert len(set(table["ids"].tolist())) == sum(1 for _ in f)  # all 600, both halves
+    one = tmp_path / "one"
+    p = subprocess.run(train_cmd(one, "dpo", **run), cwd=ROOT, capture_output=True, text=True,
+                       env=_env(4), timeout=300)
+    assert p.returncode == 0, p.stderr[-4000:]
+    want, got = read_metrics(two), read_metrics(one)
+    assert [m["step"] for m in got] == [m["step"] for m in want]
+    for a, b in zip(want, got):
+        for k in ("loss", "eval/loss", "eval/rewards/accuracies", "eval/logps/chosen"):
+            if k in a:
+                assert abs(a[k] - b[k]) <= 1e-4 * max(1.0, abs(a[k])), (k, a, b)
+    assert sum("eval/loss" in m for m in want) == 2
