@@ -20,8 +20,9 @@ $(VENV)/.installed: pyproject.toml Makefile
 test: install
 	$(PY) -m pytest -q tests
 
+# The main job: DPO of the tiny model on the bundled preference pairs (see README).
 run: install
-	$(PY) -m medjax.train --config=configs/pretrain.py --workdir=workdir/pretrain
+	$(PY) -m medjax.train --config=configs/dpo.py --workdir=workdir/dpo
 
 clean:
 	rm -rf $(VENV)
