@@ -15,11 +15,17 @@ import optax
 
 
 def split_microbatches(batch: dict, n: int) -> dict:
-    """[B, ...] -> [n, B/n, ...] for every array in the batch."""
+    """[B, ...] -> [n, B/n, ...]: micro-batch i holds rows i, i + n, i + 2n, ...
+
+    Strided rather than contiguous: a batch sharded on its rows keeps every
+    micro-batch spread over all devices, each device using only rows it
+    already has (no data moves between devices or hosts), provided each
+    device's rows are a multiple of n.
+    """
     def one(x):
         if x.shape[0] % n:
             raise ValueError(f"batch of {x.shape[0]} does not split into {n} micro-batches")
-        return x.reshape(n, x.shape[0] // n, *x.shape[1:])
+        return x.reshape(x.shape[0] // n, n, *x.shape[1:]).swapaxes(0, 1)
     return jax.tree.map(one, batch)
 
 

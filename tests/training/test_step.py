@@ -87,3 +87,20 @@ def test_mixed_precision_keeps_float32_master_weights():
     assert all(x.dtype in (jnp.float32, jnp.int32) for x in jax.tree.leaves(s16["opt_state"]))
     np.testing.assert_allclose(m16["loss"], m32["loss"], rtol=2e-2)
     assert float(m16["loss"]) != float(m32["loss"])  # the compute really ran in bf16
+
+
+def test_microbatches_are_strided_and_need_no_communication():
+    from jax.sharding import NamedSharding, PartitionSpec as P
+
+    from medjax.parallel import make_mesh
+    from medjax.training.step import split_microbatches
+    x = np.arange(32 * 3).reshape(32, 3)
+    mbs = np.asarray(split_microbatches({"x": jnp.asarray(x)}, 4)["x"])
+    np.testing.assert_array_equal(mbs[1], x[1::4])  # rows 1, 5, 9, ...
+    mesh = make_mesh(data=2, fsdp=4, tensor=1)
+    rows = NamedSharding(mesh, P(("data", "fsdp")))
+    split = jax.jit(lambda b: split_microbatches(b, 4), in_shardings=(rows,),
+                    out_shardings=NamedSharding(mesh, P(None, ("data", "fsdp"))))
+    hlo = split.lower({"x": jax.ShapeDtypeStruct((32, 3), jnp.int32)}).compile().as_text()
+    for op in ("all-to-all", "all-gather", "collective-permute", "all-reduce"):
+        assert op not in hlo, op  # each device keeps its own rows
