@@ -225,16 +225,9 @@ def abstract_train_state(config, model_config, mesh: Mesh) -> tuple[dict, dict]:
     """(state, state_sharding) for a preset architecture without allocating anything:
     ``jax.ShapeDtypeStruct`` leaves that carry their shardings, laid out as ``setup``
     lays out the real state (a ``reward_head`` in place of ``lm_head`` for reward)."""
-    params = models.abstract_params(model_config)
-    params_sharding = models.param_shardings(model_config, mesh)
-    if config.objective.name == "reward":
-        params, params_sharding = dict(params), dict(params_sharding)
-        params.pop("lm_head", None)
-        params_sharding.pop("lm_head", None)
-        params["reward_head"] = jax.eval_shape(
-            lambda: init_reward_head(model_config, jax.random.key(0)))
-        params_sharding["reward_head"] = {
-            "kernel": NamedSharding(mesh, logical_to_spec(("embed",)))}
+    head = "reward" if config.objective.name == "reward" else "lm"
+    params = models.abstract_params(model_config, head)
+    params_sharding = models.param_shardings(model_config, mesh, head)
     tx = make_optimizer(config.optimizer, config.steps)
     shape = {"step": jax.ShapeDtypeStruct((), jnp.int32), "params": params,
              "opt_state": jax.eval_shape(tx.init, params)}
