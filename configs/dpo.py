@@ -33,7 +33,7 @@ def get_config(arg=None):
     c.data.sources = os.path.join(pretrain.SAMPLES, "preference.jsonl")
     c.data.eval_sources = os.path.join(pretrain.SAMPLES, "preference_eval.jsonl")
     c.seq_len = 64
-    c.objective.loss_chunk_size = 16  # responses are ~1/3 of a row: chunks of prompt are skipped
+    c.objective.loss_chunk_size = 8  # responses are ~1/4 of a row: chunks of prompt are skipped
     c.batch_size = 16  # pairs
     # The CPU default: a random tiny model learns to prefer the true fact of held-out pairs
     # (eval/rewards/accuracies about 0.8 at step 250); weight decay keeps it from
