@@ -98,9 +98,15 @@ def _chunked_nll_bwd(skip, res, cotangents):
 _chunked_nll.defvjp(_chunked_nll_fwd, _chunked_nll_bwd)
 
 
+def _one_device() -> bool:
+    """Whether the computation being traced runs on a single device."""
+    mesh = jax.sharding.get_abstract_mesh()
+    return jax.device_count() == 1 if mesh.empty else mesh.size == 1
+
+
 def token_nll(hidden_btd: jax.Array, kernel_dv: jax.Array, targets_bt: jax.Array, *,
-              chunk_size: int = 1024,
-              weights_bt: jax.Array | None = None) -> tuple[jax.Array, jax.Array]:
+              chunk_size: int = 1024, weights_bt: jax.Array | None = None,
+              skip: bool | None = None) -> tuple[jax.Array, jax.Array]:
     """Per-token negative log-likelihood and log-partition [b, t], chunked over t.
 
     The backward pass recomputes each chunk's logits (a custom VJP), so neither
@@ -113,6 +119,12 @@ def token_nll(hidden_btd: jax.Array, kernel_dv: jax.Array, targets_bt: jax.Array
     sharded over devices stays sharded. For preference data, where responses
     are a fraction of each row, this cuts the vocabulary projection (the bulk
     of the work for a 128k vocabulary) to about that fraction.
+
+    ``skip`` (default: only on a single device) turns the skipping on or off;
+    results are the same either way. Off on several devices: XLA's SPMD
+    partitioner does not keep the skip's branch (which holds collectives) the
+    same on every device, and the train step then deadlocks (seen on 8 CPU
+    devices in the custom backward pass).
     """
     b, t, d = hidden_btd.shape
     order = None
@@ -132,7 +144,10 @@ def token_nll(hidden_btd: jax.Array, kernel_dv: jax.Array, targets_bt: jax.Array
     h_cbkd = hidden_btd.reshape(b, n, chunk, d).swapaxes(0, 1)
     y_cbk = targets_bt.reshape(b, n, chunk).swapaxes(0, 1)
     active_c = active_bt.reshape(b, n, chunk).any(axis=(0, 2))
-    nll, lse = _chunked_nll(h_cbkd, kernel_dv, y_cbk, active_c, order is not None and n > 1)
+    if skip is None:
+        skip = _one_device()
+    nll, lse = _chunked_nll(h_cbkd, kernel_dv, y_cbk, active_c,
+                            bool(skip) and order is not None and n > 1)
     nll = nll.swapaxes(0, 1).reshape(b, -1)[:, :t]
     lse = lse.swapaxes(0, 1).reshape(b, -1)[:, :t]
     if order is not None:  # zero where unweighted, then back to the original positions
