@@ -9,11 +9,10 @@ import sys
 import jax
 import jax.numpy as jnp
 import numpy as np
+from conftest import ROOT, load_config
 
 from medjax.training.loop import abstract_train_state, setup
 from medjax.training.reference import Reference
-
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def _module(path, name):
@@ -27,15 +26,8 @@ mp = _module("benchmarks/memory_plan.py", "memory_plan")
 
 
 def tiny(name="sft", **overrides):
-    c = _module(f"configs/{name}.py", f"cfg_{name}").get_config()
     base = {"model.vocab_size": 512, "seq_len": 32, "batch_size": 8, "optimizer.grad_accum": 2}
-    for key, value in {**base, **overrides}.items():
-        node = c
-        *parents, leaf = key.split(".")
-        for p in parents:
-            node = node[p]
-        node[leaf] = value
-    return c
+    return load_config(name, **{**base, **overrides})
 
 
 def test_argument_bytes_are_params_opt_state_and_batch_per_device():
