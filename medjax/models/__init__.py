@@ -1,4 +1,5 @@
-"""Models: one decoder (Llama-3, Llama-3.1, Mistral as configuration) and HF interop."""
+"""Models: one decoder (Llama-3, Llama-3.1, Mistral as configuration), HF interop, and one
+loader (``load``) for HF directories, medjax model checkpoints and training workdirs."""
 
 from .config import ConfigError, ModelConfig, RopeScaling
 from .decoder import (HEADS, abstract_params, forward, forward_hidden, head_of, init_params,
@@ -12,5 +13,6 @@ __all__ = [
 ]
 
 from .hf import CheckpointError, load_hf, save_hf  # noqa: E402
+from .load import Model, describe, load, source_kind  # noqa: E402
 
-__all__ += ["CheckpointError", "load_hf", "save_hf"]
+__all__ += ["CheckpointError", "load_hf", "save_hf", "Model", "describe", "load", "source_kind"]

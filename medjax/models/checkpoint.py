@@ -3,7 +3,8 @@
 Layout of a model checkpoint directory::
 
     DIR/medjax_model.json   {"format": "medjax-model", "version": 1, "config": {...},
-                             "head": "lm" | "reward"}   (without "head": "lm")
+                             "head": "lm" | "reward", "tokenizer": name | dir | null,
+                             "template": name | null}   (without "head": "lm")
     DIR/params/             Orbax StandardCheckpointer tree (sharded arrays)
 
 Restoring reshards onto any mesh: the target shardings come from the config
@@ -17,9 +18,9 @@ import os
 
 import jax
 import orbax.checkpoint as ocp
-from jax.sharding import Mesh, SingleDeviceSharding
+from jax.sharding import Mesh
 
-from .config import ModelConfig
+from .config import ModelConfig, read_json
 from .decoder import HEADS, abstract_params, head_of, param_shardings
 
 META_FILE = "medjax_model.json"
@@ -31,8 +32,10 @@ def is_model_checkpoint(path: str | os.PathLike) -> bool:
 
 
 def save_model(config: ModelConfig, params: dict, path: str | os.PathLike, *,
-               overwrite: bool = False) -> None:
-    """Saves ``params`` and ``config`` to ``path`` (every process must call this)."""
+               overwrite: bool = False, tokenizer: str | None = None,
+               template: str | None = None) -> None:
+    """Saves ``params`` and ``config`` to ``path`` (every process must call this), with the
+    tokenizer (name or directory) and chat template the model goes with, if known."""
     path = os.path.abspath(os.fspath(path))
     if os.path.exists(path) and os.listdir(path):
         if not overwrite:
@@ -43,35 +46,34 @@ def save_model(config: ModelConfig, params: dict, path: str | os.PathLike, *,
         ckptr.save(os.path.join(path, "params"), params, force=overwrite)
         ckptr.wait_until_finished()
     if jax.process_index() == 0:
+        meta = {"format": FORMAT, "version": 1, "config": config.to_dict(),
+                "head": head_of(params), "tokenizer": tokenizer, "template": template}
         with open(os.path.join(path, META_FILE), "w") as f:
-            json.dump({"format": FORMAT, "version": 1, "config": config.to_dict(),
-                       "head": head_of(params)}, f, indent=2)
+            json.dump(meta, f, indent=2)
 
 
 def load_model_config(path: str | os.PathLike) -> ModelConfig:
-    return _load_meta(path)[0]
+    return read_meta(os.path.join(os.fspath(path), META_FILE))["config"]
 
 
-def _load_meta(path: str | os.PathLike) -> tuple[ModelConfig, str]:
-    """(config, head) of a model checkpoint."""
-    meta_path = os.path.join(os.fspath(path), META_FILE)
-    try:
-        with open(meta_path) as f:
-            meta = json.load(f)
-    except FileNotFoundError:
-        raise FileNotFoundError(f"{meta_path}: no such file (not a medjax model checkpoint)") from None
-    except json.JSONDecodeError as e:
-        raise ValueError(f"{meta_path}: line {e.lineno}: not valid JSON ({e.msg})") from None
+def read_meta(meta_path: str, meta: dict | None = None) -> dict:
+    """A model metadata file (``medjax_model.json``, or a workdir's ``model_config.json``)
+    as a dict whose ``config`` is a ModelConfig and whose ``head`` is checked."""
+    if meta is None:
+        meta = read_json(meta_path, "not a medjax model checkpoint")
     if meta.get("format") != FORMAT:
         raise ValueError(f"{meta_path}: field 'format' is {meta.get('format')!r}, "
                          f"expected {FORMAT!r}")
-    head = meta.get("head", "lm")
-    if head not in HEADS:
-        raise ValueError(f"{meta_path}: field 'head' is {head!r}, expected one of {HEADS}")
+    meta = dict(meta)
+    meta.setdefault("head", "lm")
+    if meta["head"] not in HEADS:
+        raise ValueError(f"{meta_path}: field 'head' is {meta['head']!r}, expected one of "
+                         f"{HEADS}")
     try:
-        return ModelConfig.from_dict(meta["config"]), head
+        meta["config"] = ModelConfig.from_dict(meta["config"])
     except (KeyError, TypeError, ValueError) as e:
         raise ValueError(f"{meta_path}: field 'config': {e}") from None
+    return meta
 
 
 def load_model(path: str | os.PathLike, *, mesh: Mesh | None = None,
@@ -83,15 +85,12 @@ def load_model(path: str | os.PathLike, *, mesh: Mesh | None = None,
     model's parameters hold ``reward_head`` in place of ``lm_head``.
     """
     path = os.path.abspath(os.fspath(path))
-    saved, head = _load_meta(path)
+    meta = read_meta(os.path.join(path, META_FILE))
+    saved, head = meta["config"], meta["head"]
     config = saved.replace(**config_overrides)
     # Restore in the dtype that was saved, then cast if asked.
     abstract = abstract_params(saved, head)
-    if mesh is not None:
-        shardings = param_shardings(saved, mesh, head)
-    else:
-        single = SingleDeviceSharding(jax.local_devices()[0])
-        shardings = jax.tree.map(lambda _: single, abstract)
+    shardings = param_shardings(saved, mesh, head)
     target = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
                           abstract, shardings)
     with ocp.StandardCheckpointer() as ckptr:

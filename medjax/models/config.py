@@ -32,6 +32,17 @@ class ConfigError(ValueError):
     """A model configuration that medjax cannot honour (names the file and field)."""
 
 
+def read_json(path: str, missing: str) -> dict:
+    """A JSON file; a missing file or invalid JSON is one error naming the file (and line)."""
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{path}: no such file ({missing})") from None
+    except json.JSONDecodeError as e:
+        raise ConfigError(f"{path}: line {e.lineno}: not valid JSON ({e.msg})") from None
+
+
 def hf_num_labels(hf: dict[str, Any]) -> int:
     """Labels of a Hugging Face classifier config, as transformers counts them (``id2label``,
     else ``num_labels``, else its default of 2)."""
@@ -148,14 +159,7 @@ class ModelConfig:
         source = "config.json"
         if not isinstance(hf, dict):
             source = os.fspath(hf)
-            try:
-                with open(source) as f:
-                    hf = json.load(f)
-            except FileNotFoundError:
-                raise FileNotFoundError(f"{source}: no such file (a Hugging Face model "
-                                        "directory needs config.json)") from None
-            except json.JSONDecodeError as e:
-                raise ConfigError(f"{source}: line {e.lineno}: not valid JSON ({e.msg})") from None
+            hf = read_json(source, "a Hugging Face model directory needs config.json")
 
         def bad(field, msg):
             raise ConfigError(f"{source}: field '{field}': {msg}")

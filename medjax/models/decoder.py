@@ -33,7 +33,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.sharding import Mesh
+from jax.sharding import Mesh, SingleDeviceSharding
 
 from ..parallel.sharding import constrain, logical_to_sharding
 from .config import ModelConfig
@@ -117,6 +117,15 @@ def _kernel_init():
     return nn.initializers.normal(stddev=0.02)
 
 
+def _weight(module: nn.Module, name: str, shape, axes, cast: bool = True):
+    """A normal(0.02) parameter of ``module`` with logical ``axes`` (in the compute dtype
+    when ``cast``, else in the parameter dtype)."""
+    c = module.config
+    w = module.param(name, nn.with_logical_partitioning(_kernel_init(), axes), shape,
+                     jnp.dtype(c.param_dtype))
+    return w.astype(jnp.dtype(c.dtype)) if cast else w
+
+
 class RMSNorm(nn.Module):
     eps: float
     dtype: Any
@@ -137,12 +146,8 @@ class Attention(nn.Module):
     @nn.compact
     def __call__(self, x_btd, cos, sin, segment_ids):
         c = self.config
-        dt, pdt = jnp.dtype(c.dtype), jnp.dtype(c.param_dtype)
         d, n, k, h = c.hidden_size, c.num_heads, c.num_kv_heads, c.head_dim
-
-        def param(name, shape, axes):
-            return self.param(name, nn.with_logical_partitioning(_kernel_init(), axes), shape,
-                              pdt).astype(dt)
+        param = functools.partial(_weight, self)
 
         q_proj_dnh = param("q_proj", (d, n, h), ("embed", "heads", "head_dim"))
         k_proj_dkh = param("k_proj", (d, k, h), ("embed", "kv_heads", "head_dim"))
@@ -165,12 +170,8 @@ class MLP(nn.Module):
     @nn.compact
     def __call__(self, x_btd):
         c = self.config
-        dt, pdt = jnp.dtype(c.dtype), jnp.dtype(c.param_dtype)
         d, f = c.hidden_size, c.intermediate_size
-
-        def param(name, shape, axes):
-            return self.param(name, nn.with_logical_partitioning(_kernel_init(), axes), shape,
-                              pdt).astype(dt)
+        param = functools.partial(_weight, self)
 
         gate_df = param("gate_proj", (d, f), ("embed", "mlp"))
         up_df = param("up_proj", (d, f), ("embed", "mlp"))
@@ -201,9 +202,8 @@ class Embed(nn.Module):
     @nn.compact
     def __call__(self, ids):
         c = self.config
-        table = self.param("embedding",
-                           nn.with_logical_partitioning(_kernel_init(), ("vocab", "embed")),
-                           (c.vocab_size, c.hidden_size), jnp.dtype(c.param_dtype))
+        table = _weight(self, "embedding", (c.vocab_size, c.hidden_size), ("vocab", "embed"),
+                        cast=False)
         return jnp.take(table, ids, axis=0).astype(jnp.dtype(c.dtype))
 
 
@@ -223,10 +223,8 @@ class LMHead(nn.Module):
     @nn.compact
     def __call__(self, x):
         c = self.config
-        kernel = self.param("kernel",
-                            nn.with_logical_partitioning(_kernel_init(), ("embed", "vocab")),
-                            (c.hidden_size, c.vocab_size), jnp.dtype(c.param_dtype))
-        return kernel
+        return _weight(self, "kernel", (c.hidden_size, c.vocab_size), ("embed", "vocab"),
+                       cast=False)
 
 
 # ------------------------------------------------------- init and axes
@@ -304,8 +302,12 @@ def abstract_params(config: ModelConfig, head: str = "lm") -> Params:
                                                            jnp.dtype(config.param_dtype)))
 
 
-def param_shardings(config: ModelConfig, mesh: Mesh, head: str = "lm") -> dict:
-    """NamedShardings of the parameters on ``mesh`` under the current axis rules."""
+def param_shardings(config: ModelConfig, mesh: Mesh | None, head: str = "lm") -> dict:
+    """NamedShardings of the parameters on ``mesh`` under the current axis rules; without a
+    mesh, every parameter on this process's first device (the one place for that fallback)."""
+    if mesh is None:
+        single = SingleDeviceSharding(jax.local_devices()[0])
+        return jax.tree.map(lambda _: single, abstract_params(config, head))
     return logical_to_sharding(param_logical_axes(config, head), mesh,
                                shapes=abstract_params(config, head))
 

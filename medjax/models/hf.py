@@ -32,7 +32,7 @@ from typing import Any
 
 import jax
 import numpy as np
-from jax.sharding import Mesh, SingleDeviceSharding
+from jax.sharding import Mesh
 
 from .config import REWARD_FAMILIES, ModelConfig, hf_head
 from .decoder import abstract_params, head_of, param_shardings
@@ -233,11 +233,7 @@ def load_hf(path: str | os.PathLike, *, dtype: str = "float32", mesh: Mesh | Non
             f"{'reward ' if head == 'reward' else ''}model medjax can load ({len(extra)} "
             f"unexpected tensors: {extra[:5]})")
 
-    if mesh is not None:
-        shardings = param_shardings(config, mesh, head)
-    else:
-        single = SingleDeviceSharding(jax.local_devices()[0])
-        shardings = jax.tree.map(lambda _: single, abstract)
+    shardings = param_shardings(config, mesh, head)
     np_dtype = np.dtype(jax.numpy.dtype(dtype))
 
     params: dict = {}
