@@ -3,7 +3,8 @@
   sources (JSONL / Parquet / ArrayRecord, globs, weighted mixture)
   -> this process's shard -> validation pass (bad records: stop, or skip and count)
   -> per-source seeded shuffle, explicit epochs -> weighted mix
-  -> parse (formats.py) -> tokenize (objective) -> pack (pretrain, sft) or pad (preference)
+  -> parse (formats.py) -> tokenize (the objective's record kind) -> pack (text, chat)
+     or pad (preference, kto)
   -> batch
 
 Batches are dicts of numpy arrays for this process:
@@ -29,123 +30,10 @@ import grain
 import numpy as np
 from grain import experimental as grain_exp
 
-from .formats import KIND, parse
-from .sources import ConcatSource, DataError, expand_sources
+from .sources import DataError
+from .validate import ValidatedSource, make_check, source_specs
 
 log = logging.getLogger(__name__)
-
-# The record kind each objective trains on.
-OBJECTIVE_KIND = {"pretrain": "text", "sft": "chat", "dpo": "preference", "reward": "preference",
-                  "kto": "kto"}
-
-
-@dataclasses.dataclass
-class SourceSpec:
-    path: str
-    weight: float = 1.0
-    format: str = ""  # empty: data.format
-
-
-def source_specs(sources: Any) -> list[SourceSpec]:
-    """``data.sources``: a comma-separated string of paths/globs (one source), or a list
-    of ``{path, weight, format}`` mappings (a weighted mixture)."""
-    if isinstance(sources, str):
-        return [SourceSpec(sources)]
-    specs = []
-    for i, s in enumerate(sources or ()):
-        if isinstance(s, str):
-            specs.append(SourceSpec(s))
-            continue
-        s = dict(s)
-        unknown = set(s) - {"path", "weight", "format"}
-        if unknown or "path" not in s:
-            raise DataError(f"data.sources[{i}]: expected keys path, weight, format; got "
-                            f"{sorted(s)}")
-        specs.append(SourceSpec(str(s["path"]), float(s.get("weight", 1.0)),
-                                str(s.get("format", "") or "")))
-    if not specs:
-        raise DataError("data.sources is empty")
-    return specs
-
-
-@dataclasses.dataclass
-class BadRecords:
-    count: int = 0
-    total: int = 0
-    examples: list = dataclasses.field(default_factory=list)
-
-
-class ValidatedSource:
-    """A source's records for this process, checked once before training.
-
-    Item ``i`` is the ``i``-th good record's normalised example. ``check(example)``
-    may raise (a bad record) or return False (valid but unusable: counted, dropped).
-    """
-
-    def __init__(self, spec: SourceSpec, data_cfg, kind: str, process_index: int,
-                 process_count: int, check=None, source_number: int = 0):
-        self.source_number = source_number
-        self.source = ConcatSource(expand_sources(spec.path))
-        self.format = spec.format or data_cfg.format
-        indices = range(process_index, len(self.source), process_count)
-        self.bad = BadRecords(total=len(indices))
-        self.dropped = BadRecords(total=len(indices))  # valid, but the prompt leaves no room
-        self.good: list[int] = []
-        for i in indices:
-            where, record = self.source[i]
-            try:
-                fits = self._check(where, record, kind, check)
-            except ValueError as e:  # FormatError, DataError, or a template's objection
-                msg = str(e) if isinstance(e, DataError) else f"{where}: {e}"
-                if data_cfg.on_bad_record == "error":
-                    raise DataError(msg + " (data.on_bad_record='skip' skips such records)") \
-                        from None
-                self.bad.count += 1
-                if len(self.bad.examples) < 5:
-                    self.bad.examples.append(msg)
-                continue
-            if not fits:
-                self.dropped.count += 1
-                if len(self.dropped.examples) < 5:
-                    self.dropped.examples.append(where)
-                continue
-            self.good.append(i)
-        if self.bad.count:
-            frac = self.bad.count / max(self.bad.total, 1)
-            log.warning("%s: skipped %d of %d bad records (%.1f%%); first: %s", spec.path,
-                        self.bad.count, self.bad.total, 100 * frac, self.bad.examples)
-            if frac > data_cfg.max_bad_fraction:
-                raise DataError(f"{spec.path}: {self.bad.count} of {self.bad.total} records are "
-                                f"bad ({frac:.1%} > data.max_bad_fraction="
-                                f"{data_cfg.max_bad_fraction}); first: {self.bad.examples[:3]}")
-        if self.dropped.count:
-            log.warning("%s: dropped %d of %d examples whose prompt leaves no room for a "
-                        "response within seq_len (first: %s)", spec.path, self.dropped.count,
-                        self.dropped.total, self.dropped.examples)
-        if not self.good:
-            raise DataError(f"{spec.path}: no usable records for data shard {process_index} "
-                            f"of {process_count}")
-
-    def _check(self, where, record, kind, check) -> bool:
-        """Raises for a bad record; False for a valid one that cannot be used."""
-        if isinstance(record, DataError):
-            raise record
-        fmt, example = parse(record, self.format)
-        if KIND[fmt] != kind:
-            raise DataError(f"{where}: a {fmt!r} record cannot train a {kind!r} objective "
-                            "(set data.format or use other data)")
-        return check(example) if check is not None else True
-
-    def __len__(self):
-        return len(self.good)
-
-    def __getitem__(self, i):
-        where, record = self.source[self.good[i]]
-        fmt, example = parse(record, self.format)
-        example["where"] = where
-        # A stable id: (source number, record number), e.g. to look up precomputed values.
-        example["id"] = (self.source_number << 40) + self.good[i]
-        return example
 
 
 # --------------------------------------------------------------- tokenizing
@@ -278,24 +166,6 @@ class KeepStart(grain.transforms.Map):
         return {k: v[:self.seq_len] for k, v in x.items()}
 
 
-def make_check(kind: str, template, options: "TokenizeOptions"):
-    """The validation pass's per-example check beyond the format (None: nothing more)."""
-    if kind == "chat" and getattr(template, "name", "") == "alpaca":
-        def check(ex):
-            roles = [m["role"] for m in ex["messages"]]
-            if "alpaca" not in ex and roles != ["user", "assistant"]:
-                raise ValueError(f"the alpaca template takes one user and one assistant "
-                                 f"message, got roles {roles}")
-            return True
-        return check
-    if kind in ("preference", "kto"):
-        def check(ex):  # the prompt (after max_prompt_length) must leave room for a response
-            n = len(template.encode_prompt(ex["prompt"]))
-            return min(n, options.max_prompt_length) < options.seq_len
-        return check
-    return None
-
-
 def _rename_packed(batch):
     return {"input_ids": batch["input_ids"], "segment_ids": batch["input_ids_segment_ids"],
             "positions": batch["input_ids_positions"], "loss_mask": batch["loss_mask"]}
@@ -312,10 +182,8 @@ def build_pipeline(data_cfg, tokenizer, template, *, objective: str, seq_len: in
     forever; ``sources`` defaults to ``data_cfg.sources``. ``num_workers`` > 0
     tokenises in that many Grain worker processes.
     """
-    kind = OBJECTIVE_KIND.get(objective)
-    if kind is None:
-        raise ValueError(f"objective.name: unknown objective {objective!r} "
-                         f"(known: {sorted(OBJECTIVE_KIND)})")
+    from .. import objectives
+    kind = objectives.get(objective).kind  # the record kind the objective trains on
     specs = source_specs(data_cfg.sources if sources is None else sources)
     options = TokenizeOptions(seq_len, data_cfg.max_prompt_length, data_cfg.truncation_mode)
     check = make_check(kind, template, options)
@@ -404,27 +272,20 @@ def pipeline_from_config(config, tokenizer, template, *, eval: bool = False,
     kept, for precomputing per-example values such as reference log-probs):
     a Grain dataset over this process's records.
     """
-    rows = config.batch_size // process_count
-    if one_pass:
-        return build_pipeline(config.data, tokenizer, template, objective=config.objective.name,
-                              seq_len=config.seq_len, batch_size=rows, seed=config.seed,
-                              num_epochs=1, shuffle=False, drop_remainder=False,
-                              process_index=process_index, process_count=process_count)
-    if eval:
-        return build_pipeline(config.data, tokenizer, template, objective=config.objective.name,
-                              seq_len=config.seq_len, batch_size=rows, seed=config.seed,
-                              sources=config.data.eval_sources, num_epochs=1, shuffle=False,
-                              drop_remainder=False, process_index=process_index,
+    common = dict(objective=config.objective.name, seq_len=config.seq_len, seed=config.seed)
+    if one_pass or eval:
+        return build_pipeline(config.data, tokenizer, template, **common,
+                              batch_size=config.batch_size // process_count,
+                              sources=config.data.eval_sources if eval else None, num_epochs=1,
+                              shuffle=False, drop_remainder=False, process_index=process_index,
                               process_count=process_count)
     n = data_shards(config, process_count)
     per_process = n // process_count
     owned = range(process_index * per_process, (process_index + 1) * per_process)
     return ShardedBatches(
-        {s: build_pipeline(config.data, tokenizer, template, objective=config.objective.name,
-                           seq_len=config.seq_len, batch_size=config.batch_size // n,
-                           seed=config.seed, num_epochs=config.epochs or None,
-                           process_index=s, process_count=n,
-                           num_workers=config.data.num_workers)
+        {s: build_pipeline(config.data, tokenizer, template, **common,
+                           batch_size=config.batch_size // n, num_epochs=config.epochs or None,
+                           process_index=s, process_count=n, num_workers=config.data.num_workers)
          for s in owned}, n)
 
 

@@ -53,9 +53,12 @@ special token. Message contents are stripped of surrounding whitespace.
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from .hf_template import HFTemplate
+from .messages import ROLES, Encoded, check_messages, check_prompt, check_response
 
-ROLES = ("system", "user", "assistant")
+__all__ = ["ROLES", "Encoded", "check_messages", "check_prompt", "check_response",
+           "HFTemplate", "get_template"]
+
 KNOWN = ("llama3", "mistral", "alpaca", "hf")
 
 ALPACA_PREAMBLE = ("Below is an instruction that describes a task. Write a response that "
@@ -63,43 +66,6 @@ ALPACA_PREAMBLE = ("Below is an instruction that describes a task. Write a respo
 ALPACA_PREAMBLE_INPUT = ("Below is an instruction that describes a task, paired with an input "
                          "that provides further context. Write a response that appropriately "
                          "completes the request.\n\n")
-
-
-class Encoded(NamedTuple):
-    ids: list[int]
-    loss_mask: list[int]
-
-
-def check_messages(messages, template: str) -> list[dict]:
-    """Roles and contents are well-formed; returns ``[{"role", "content"}, ...]``."""
-    if not isinstance(messages, (list, tuple)) or not messages:
-        raise ValueError(f"{template} template: expected a non-empty list of messages, "
-                         f"got {type(messages).__name__}")
-    out = []
-    for i, m in enumerate(messages):
-        if not isinstance(m, dict):
-            raise ValueError(f"{template} template: messages[{i}] is {type(m).__name__}, "
-                             "expected a dict with role and content")
-        role, content = m.get("role"), m.get("content")
-        if role not in ROLES:
-            raise ValueError(f"{template} template: messages[{i}].role is {role!r}, "
-                             f"expected one of {', '.join(ROLES)}")
-        if not isinstance(content, str):
-            raise ValueError(f"{template} template: messages[{i}].content is "
-                             f"{type(content).__name__}, expected a string")
-        if role == "assistant" and not content.strip():
-            raise ValueError(f"{template} template: messages[{i}] is an empty assistant message")
-        out.append({"role": role, "content": content})
-    return out
-
-
-def _check_response(text, template: str) -> str:
-    if not isinstance(text, str):
-        raise ValueError(f"{template} template: the response is {type(text).__name__}, "
-                         "expected a string")
-    if not text.strip():
-        raise ValueError(f"{template} template: empty assistant response")
-    return text
 
 
 class ChatTemplate:
@@ -141,10 +107,7 @@ class ChatTemplate:
 
     def encode_prompt(self, messages) -> list[int]:
         """Ids of a conversation ending with a user turn, plus the generation prompt."""
-        msgs = check_messages(messages, self.name)
-        if msgs[-1]["role"] != "user":
-            raise ValueError(f"{self.name} template: a prompt must end with a user message, "
-                             f"its last message is from the {msgs[-1]['role']}")
+        msgs = check_prompt(messages, self.name)
         ids = [i for seg, _ in self._segments(msgs) for i in seg]
         return ids + self._generation_prompt()
 
@@ -154,7 +117,7 @@ class ChatTemplate:
         ``prompt`` is not needed by the built-in templates (a response's ids do not
         depend on what precedes it) and is accepted for ``HFTemplate``'s sake.
         """
-        return self._response(_check_response(text, self.name))
+        return self._response(check_response(text, self.name))
 
     def __repr__(self):
         return f"<{type(self).__name__} tokenizer={getattr(self.tok, 'name', '?')!r}>"
@@ -289,7 +252,7 @@ class AlpacaTemplate(ChatTemplate):
                 if not isinstance(value, str):
                     raise ValueError(f"alpaca template: {field} is {type(value).__name__}, "
                                      "expected a string")
-            _check_response(output, self.name)
+            check_response(output, self.name)
         else:
             msgs = check_messages(messages, self.name)
             self._single_turn(msgs, ("user", "assistant"))
@@ -305,97 +268,6 @@ class AlpacaTemplate(ChatTemplate):
 
     def _response(self, text):
         return self.tok.encode_continuation(text.strip()) + [self.tok.eos_id]
-
-
-class HFTemplate:
-    """A Hugging Face tokenizer directory's own Jinja chat template.
-
-    Ids are ``apply_chat_template(messages, tokenize=True)`` (the whole rendered
-    string tokenized by ``transformers``, control-token strings inside message
-    contents kept as text via ``sanitize_control_tokens``). The loss mask is
-    found from prefixes: for the assistant message at index k, the tokens
-    between ``render(messages[:k], add_generation_prompt=True)`` and
-    ``render(messages[:k+1])`` are trained on.
-
-    Limitations: (1) the template must be prefix-stable -- rendering a shorter
-    conversation must give a token prefix of the longer one. Templates that
-    render earlier turns differently from the last one (e.g. dropping past
-    reasoning), or whose tokenization merges across a turn boundary, are
-    rejected with a ValueError rather than given a wrong mask. (2) The mask
-    covers everything the template emits for the assistant turn after the
-    generation prompt, so a template that writes e.g. ``"\\n"`` after its
-    end-of-turn token trains on that too. (3) A conversation may not start with
-    an assistant message. (4) Rendering is quadratic in the number of turns.
-    (5) ``encode_response(text)`` without ``prompt`` renders it after a one-word
-    user message; pass ``prompt=`` when the template's assistant turn depends on
-    the history.
-    """
-
-    name = "hf"
-
-    def __init__(self, tokenizer):
-        hf = getattr(tokenizer, "hf", None)
-        if hf is None or not getattr(tokenizer, "chat_template", None):
-            raise ValueError(f"data.template: template 'hf' needs a Hugging Face tokenizer "
-                             f"directory with a chat_template as data.tokenizer; "
-                             f"{getattr(tokenizer, 'name', tokenizer)!r} has none")
-        self.tok = tokenizer
-        self.hf = hf
-
-    def _render(self, messages, generation_prompt: bool) -> list[int]:
-        if not messages:
-            return []
-        ids = self.hf.apply_chat_template(list(messages), tokenize=True, return_dict=False,
-                                          add_generation_prompt=generation_prompt,
-                                          sanitize_control_tokens=True)
-        return [int(i) for i in ids]
-
-    def _prefix(self, ids, full, what):
-        if full[:len(ids)] != ids:
-            raise ValueError(f"hf template: {what} is not a token prefix of the whole "
-                             "conversation, so the loss mask can not be computed from prefixes "
-                             "(the chat template renders earlier turns differently, or the "
-                             "tokenizer merges across a turn boundary)")
-        return len(ids)
-
-    def encode_conversation(self, messages, *, alpaca: dict | None = None) -> Encoded:
-        msgs = check_messages(messages, self.name)
-        if msgs[0]["role"] == "assistant":
-            raise ValueError("hf template: the conversation starts with an assistant message")
-        if not any(m["role"] == "assistant" for m in msgs):
-            raise ValueError("hf template: the conversation has no assistant message "
-                             "(nothing to train on)")
-        full = self._render(msgs, False)
-        mask = [0] * len(full)
-        for k, m in enumerate(msgs):
-            if m["role"] != "assistant":
-                continue
-            start = self._prefix(self._render(msgs[:k], True), full,
-                                 f"the prompt before messages[{k}]")
-            end = self._prefix(self._render(msgs[:k + 1], False), full,
-                               f"the conversation up to messages[{k}]")
-            if end <= start:
-                raise ValueError(f"hf template: messages[{k}] renders to no tokens")
-            mask[start:end] = [1] * (end - start)
-        return Encoded(full, mask)
-
-    def encode_prompt(self, messages) -> list[int]:
-        msgs = check_messages(messages, self.name)
-        if msgs[-1]["role"] != "user":
-            raise ValueError(f"hf template: a prompt must end with a user message, its last "
-                             f"message is from the {msgs[-1]['role']}")
-        return self._render(msgs, True)
-
-    def encode_response(self, text: str, prompt=None) -> list[int]:
-        text = _check_response(text, self.name)
-        prompt = check_messages(prompt, self.name) if prompt else [
-            {"role": "user", "content": "Hi"}]
-        head = self._render(prompt, True)
-        full = self._render(prompt + [{"role": "assistant", "content": text}], False)
-        return full[self._prefix(head, full, "the prompt"):]
-
-    def __repr__(self):
-        return f"<HFTemplate tokenizer={self.tok.name!r}>"
 
 
 TEMPLATES = {"llama3": Llama3Template, "mistral": MistralTemplate, "alpaca": AlpacaTemplate,

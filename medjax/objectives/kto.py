@@ -12,11 +12,14 @@ inside one jitted step, averaged over every device's rows.
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 
 from ..models import ModelConfig
 from .preference import sequence_logps
+from .registry import Objective, register
 
 
 def kto_losses(policy: jax.Array, reference: jax.Array, label: jax.Array, kl_rows: jax.Array, *,
@@ -58,3 +61,27 @@ def kto_loss(config: ModelConfig, params, batch: dict, rng=None, *, beta: float 
         "weight": realf.sum(),
     }
     return (losses * realf).sum() / n, metrics
+
+
+# --------------------------------------------------------------------------- unit
+def _kto_config(c) -> None:
+    o = c.objective
+    o.beta = 0.1
+    o.desirable_weight = 1.0
+    o.undesirable_weight = 1.0
+    o.reference = "frozen"  # frozen | a model directory (the KL rows need the model)
+    o.loss_chunk_size = 1024
+
+
+def _make_kto_loss(o, model_config: ModelConfig):
+    return functools.partial(kto_loss, model_config, beta=o.beta,
+                             desirable_weight=o.desirable_weight,
+                             undesirable_weight=o.undesirable_weight,
+                             chunk_size=o.loss_chunk_size)
+
+
+register(Objective(
+    name="kto", kind="kto", add_config=_kto_config, make_loss=_make_kto_loss,
+    metrics=("kl", "rewards/chosen", "rewards/rejected", "logps/chosen", "logps/rejected"),
+    references=("frozen", "model"), needs_reference=lambda o: True, title="KTO",
+    reference_note="its KL rows pair examples within a batch"))

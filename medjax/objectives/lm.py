@@ -15,6 +15,7 @@ import jax
 import jax.numpy as jnp
 
 from ..models import ModelConfig, forward_hidden, lm_head_kernel
+from .registry import Objective, register
 
 
 def next_token_targets(batch: dict) -> tuple[jax.Array, jax.Array]:
@@ -182,3 +183,21 @@ def lm_loss(config: ModelConfig, params, batch: dict, rng=None, *, z_loss: float
         loss = loss + z_loss * z
         metrics["z_loss"] = z
     return loss, metrics
+
+
+# --------------------------------------------------------------------------- units
+def _lm_config(c) -> None:
+    c.objective.z_loss = 0.0
+    c.objective.neftune_alpha = 0.0  # NEFTune noise on the embeddings (per packed document)
+    c.objective.loss_chunk_size = 1024  # positions per chunk of the vocabulary projection
+
+
+def _make_lm_loss(o, model_config: ModelConfig):
+    return functools.partial(lm_loss, model_config, z_loss=o.z_loss,
+                             neftune_alpha=o.neftune_alpha, chunk_size=o.loss_chunk_size)
+
+
+register(Objective(name="pretrain", kind="text", add_config=_lm_config,
+                   make_loss=_make_lm_loss, metrics=("nll", "z_loss"), title="pretraining"))
+register(Objective(name="sft", kind="chat", add_config=_lm_config, make_loss=_make_lm_loss,
+                   metrics=("nll", "z_loss"), title="SFT"))

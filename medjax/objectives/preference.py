@@ -14,11 +14,14 @@ sums over response tokens.
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 
 from ..models import ModelConfig, forward_hidden, lm_head_kernel
 from .lm import next_token_targets, token_nll
+from .registry import Objective, register
 
 LOSS_TYPES = ("sigmoid", "hinge", "ipo", "robust", "nca_pair", "bco_pair", "sppo_hard",
               "apo_zero", "simpo", "orpo")
@@ -131,3 +134,32 @@ def dpo_loss(config: ModelConfig, params, batch: dict, rng=None, *, loss_type: s
         "weight": real.sum(),
     }
     return mean(losses), metrics
+
+
+# --------------------------------------------------------------------------- unit
+def _dpo_config(c) -> None:
+    o = c.objective
+    # sigmoid | hinge | ipo | robust | nca_pair | bco_pair | sppo_hard | apo_zero | simpo | orpo
+    o.loss_type = "sigmoid"
+    o.beta = 0.1  # for orpo: its lambda
+    o.label_smoothing = 0.0
+    o.gamma = 0.0  # simpo's margin
+    o.sft_weight = 0.0  # adds the chosen response's NLL
+    o.reference = "frozen"  # frozen | precompute | a model directory
+    o.loss_chunk_size = 1024
+
+
+def _make_dpo_loss(o, model_config: ModelConfig):
+    if o.loss_type not in LOSS_TYPES:
+        raise ValueError(f"objective.loss_type={o.loss_type!r}: known {LOSS_TYPES}")
+    return functools.partial(dpo_loss, model_config, loss_type=o.loss_type, beta=o.beta,
+                             label_smoothing=o.label_smoothing, gamma=o.gamma,
+                             sft_weight=o.sft_weight, chunk_size=o.loss_chunk_size)
+
+
+register(Objective(
+    name="dpo", kind="preference", add_config=_dpo_config, make_loss=_make_dpo_loss,
+    metrics=("rewards/chosen", "rewards/rejected", "rewards/accuracies", "rewards/margins",
+             "logps/chosen", "logps/rejected"),
+    references=("frozen", "precompute", "model"),
+    needs_reference=lambda o: o.loss_type not in REFERENCE_FREE, title="DPO"))

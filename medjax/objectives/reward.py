@@ -9,12 +9,15 @@ section 4), on the preference pipeline's ``[pairs, 2, seq_len]`` rows.
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from ..models import ModelConfig, forward_hidden
 from .preference import flatten_pairs
+from .registry import Objective, register
 
 
 def init_reward_head(config: ModelConfig, rng: jax.Array) -> dict:
@@ -61,3 +64,19 @@ def reward_loss(config: ModelConfig, params, batch: dict, rng=None, *, margin: f
                "reward/chosen": mean(r[:, 0]), "reward/rejected": mean(r[:, 1]),
                "margin": mean(r[:, 0] - r[:, 1]), "weight": real.sum()}
     return mean(losses), metrics
+
+
+# --------------------------------------------------------------------------- unit
+def _reward_config(c) -> None:
+    c.objective.margin = 0.0
+    c.objective.centering = 0.0  # coefficient of mean((r_c + r_r)^2)
+
+
+def _make_reward_loss(o, model_config: ModelConfig):
+    return functools.partial(reward_loss, model_config, margin=o.margin, centering=o.centering)
+
+
+register(Objective(
+    name="reward", kind="preference", add_config=_reward_config, make_loss=_make_reward_loss,
+    metrics=("accuracy", "reward/chosen", "reward/rejected", "margin"), head="reward",
+    init_head=init_reward_head, title="reward model"))
