@@ -5,21 +5,15 @@
       --config.model.init_from=/path/to/sft_model --config.data.sources='kto/*.jsonl'
 """
 
-import os
-import sys
-
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import dpo  # noqa: E402  (shared preference defaults)
+from medjax.configs import base, parse_arg, tiny_preferences, ultramedical_preferences
 
 
 def get_config(arg=None):
-    c = dpo.get_config(arg)
-    c.objective.name = "kto"
-    c.objective.desirable_weight = 1.0
-    c.objective.undesirable_weight = 1.0
-    c.objective.reference = "frozen"  # or a model directory (KTO's KL rows need the model)
-    if not arg:
-        c.steps = 150
-        c.data.sources = os.path.join(dpo.pretrain.SAMPLES, "kto.jsonl")
-        c.data.eval_sources = os.path.join(dpo.pretrain.SAMPLES, "kto_eval.jsonl")
+    variant = parse_arg(arg, __file__, variants=("llama3_8b", "llama3_70b", "mistral_7b")).variant
+    c = tiny_preferences(base("kto"), "kto")
+    c.objective.loss_chunk_size = 8
+    c.steps = 150
+    c.checkpoint.every = 125
+    if variant:
+        ultramedical_preferences(c, variant)
     return c

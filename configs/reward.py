@@ -9,30 +9,22 @@ reports held-out `eval/accuracy`. The variant carries the settings of
 UltraMedical's reward model (references section 1).
 """
 
-import os
-import sys
-
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import dpo  # noqa: E402  (shared preference defaults)
+from medjax.configs import base, full_size, parse_arg, tiny_preferences
 
 
 def get_config(arg=None):
-    c = dpo.get_config(None)
-    c.objective.name = "reward"
-    c.objective.margin = 0.0
-    c.objective.centering = 0.0  # coefficient of mean((r_c + r_r)^2)
-    c.objective.reference = "none"
+    variant = parse_arg(arg, __file__, variants=("llama3_8b",)).variant
+    c = tiny_preferences(base("reward"))
     # The scalar head makes a step cheap (no 128k-vocabulary projection): more steps,
     # a gentler rate and weight decay, so that the tiny model generalises to held-out
     # pairs instead of memorising the training ones.
     c.steps = 600
     c.optimizer.lr = 3e-4
     c.optimizer.min_lr = 3e-5
-    c.optimizer.weight_decay = 0.1
     c.eval.every = 100
     c.checkpoint.every = 200
-    if arg == "llama3_8b":
-        dpo.pretrain.full_size(c, arg)
+    if variant == "llama3_8b":
+        full_size(c, variant, tokenizer="llama3")
         c.seq_len = 4096
         c.batch_size = 512
         c.epochs = 1
@@ -42,6 +34,4 @@ def get_config(arg=None):
         c.optimizer.warmup_steps = 0.03
         c.optimizer.weight_decay = 0.001
         c.optimizer.grad_accum = 32
-    elif arg not in (None, ""):
-        raise ValueError(f"configs/reward.py: unknown variant {arg!r} (known: llama3_8b)")
     return c

@@ -11,28 +11,22 @@ conversations. Named variants carry UltraMedical's SFT hyperparameters
 """
 
 import os
-import sys
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import pretrain  # noqa: E402  (shared defaults)
+from medjax.configs import SAMPLES, base, full_size, parse_arg
 
 
 def get_config(arg=None):
-    c = pretrain.get_config()
-    c.objective.name = "sft"
-    c.data.sources = os.path.join(pretrain.SAMPLES, "sft_sharegpt.jsonl")
-    c.data.eval_sources = os.path.join(pretrain.SAMPLES, "sft_sharegpt_eval.jsonl")
-    c.data.format = "auto"
-    c.steps = 100
-    c.seq_len = 256
-    c.batch_size = 8
-    if arg in ("llama3_8b", "llama31_8b", "llama3_70b"):
-        pretrain.full_size(c, arg)
-        c.seq_len = 8192 if arg != "llama3_70b" else 4096
+    variant = parse_arg(arg, __file__, variants=("llama3_8b", "llama31_8b", "llama3_70b")).variant
+    c = base("sft")
+    c.data.sources = os.path.join(SAMPLES, "sft_sharegpt.jsonl")
+    c.data.eval_sources = os.path.join(SAMPLES, "sft_sharegpt_eval.jsonl")
+    if variant:
+        full_size(c, variant, tokenizer="llama3")
+        c.seq_len = 8192 if variant != "llama3_70b" else 4096
         c.batch_size = 128  # UltraMedical: global batch 128, packing
         c.epochs = 3
         c.steps = 10000  # set from the dataset: packed rows * epochs / batch_size
-        c.optimizer.lr = 2e-5 if arg != "llama3_70b" else 1e-5
+        c.optimizer.lr = 2e-5 if variant != "llama3_70b" else 1e-5
         c.optimizer.min_lr = 0.0
         c.optimizer.warmup_steps = 0.05
         c.optimizer.b2 = 0.999
@@ -43,12 +37,9 @@ def get_config(arg=None):
         # micro-batch: 128 / 16 on 8 GPUs, 128 / 2 on 64 GPUs (more micro-batches
         # than that would leave GPUs padding, not save memory).
         c.model.remat_policy = "full"
-        c.optimizer.grad_accum = 16 if arg != "llama3_70b" else 2
+        c.optimizer.grad_accum = 16 if variant != "llama3_70b" else 2
         c.mesh.data = 1
         c.mesh.fsdp = -1
         c.checkpoint.every = 500
         c.eval.every = 500
-    elif arg not in (None, ""):
-        raise ValueError(f"configs/sft.py: unknown variant {arg!r} "
-                         "(known: llama3_8b, llama31_8b, llama3_70b)")
     return c

@@ -1,0 +1,188 @@
+"""The shared base of every ``configs/*.py`` file, imported as a module.
+
+``base(objective)`` returns the keys every run has (model, data, optimizer, mesh,
+checkpoint, logging, eval) plus only that objective's own ``objective.*`` keys, which
+its unit adds (``medjax.objectives``): ``--config.objective.loss_type=ipo`` on a KTO run is
+then an error, not a silently ignored key. ``parse_arg`` reads the ``:ARG`` of
+``--config=configs/dpo.py:ARG`` for every config file; ``full_size`` holds the settings
+every named GPU variant shares.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Sequence
+
+import ml_collections
+
+SAMPLES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data", "samples")
+
+
+def base(objective: str) -> ml_collections.ConfigDict:
+    from . import objectives
+    unit = objectives.get(objective)
+    c = ml_collections.ConfigDict()
+    c.seed = 0
+    c.steps = 100
+    c.epochs = 0  # 0: repeat the data until `steps`
+    c.batch_size = 8  # global: packed sequences, or pairs / examples
+    c.seq_len = 256
+
+    c.model = ml_collections.ConfigDict()
+    c.model.preset = "llama3_tiny"
+    # A Hugging Face directory, a medjax model checkpoint or a medjax.train workdir
+    c.model.init_from = ""
+    c.model.vocab_size = 128256  # 0: the preset's / checkpoint's own
+    c.model.param_dtype = "float32"
+    c.model.dtype = "float32"
+    c.model.remat_policy = "none"
+    c.model.scan_layers = True
+    c.model.attention = "xla"
+
+    c.data = ml_collections.ConfigDict()
+    # Paths/globs (comma-separated), or a mixture: [{"path": ..., "weight": ..., "format": ...}]
+    # (type object, so that --config.data.sources="[{'path': ..., 'weight': 2}, ...]" works too)
+    c.data.sources = ml_collections.FieldReference("", field_type=object)
+    c.data.eval_sources = ml_collections.FieldReference("", field_type=object)
+    c.data.format = "auto"  # text | messages | sharegpt | alpaca | preference | kto | auto
+    # auto: the tokenizer of model.init_from (an HF directory's tokenizer files, or the one a
+    # medjax checkpoint / workdir was trained with), else llama3 (mistral for Mistral
+    # presets) | llama3 | mistral | a Hugging Face tokenizer directory
+    c.data.tokenizer = "auto"
+    # Chat template: auto (the one model.init_from was trained with, else the tokenizer
+    # directory's own, else the tokenizer family's) | llama3 | mistral | alpaca | hf
+    c.data.template = "auto"
+    c.data.on_bad_record = "error"  # error: stop before training; skip: skip and count
+    c.data.max_bad_fraction = 0.01
+    c.data.max_prompt_length = 512  # preference / KTO prompts
+    c.data.truncation_mode = "keep_end"  # which end of a long prompt to keep: keep_start|keep_end
+    c.data.num_workers = 0  # Grain worker processes for tokenisation (0: in the main process)
+    # Logical data shards (0: one per process). The global batch depends on this, not on the
+    # number of processes: keep it fixed to resume on a different number of hosts.
+    c.data.shards = 0
+
+    c.objective = ml_collections.ConfigDict()
+    c.objective.name = objective
+    unit.add_config(c)
+
+    c.optimizer = ml_collections.ConfigDict()
+    c.optimizer.lr = 3e-3
+    c.optimizer.min_lr = 3e-4
+    c.optimizer.warmup_steps = 10.0  # steps; below 1: a fraction of `steps`
+    c.optimizer.b1 = 0.9
+    c.optimizer.b2 = 0.95
+    c.optimizer.eps = 1e-8
+    c.optimizer.weight_decay = 0.1
+    c.optimizer.decay_embeddings = True
+    c.optimizer.clip_norm = 1.0
+    c.optimizer.grad_accum = 1
+    # A step whose loss or gradient norm is NaN/inf is not applied and stops the run;
+    # N > 0 skips up to N such steps instead (counted as `nonfinite_skipped`).
+    c.optimizer.skip_nonfinite = 0
+
+    c.mesh = ml_collections.ConfigDict()
+    c.mesh.data = 1
+    c.mesh.fsdp = -1
+    c.mesh.tensor = 1
+
+    c.checkpoint = ml_collections.ConfigDict()
+    c.checkpoint.every = 50
+    c.checkpoint.keep = 2
+    c.checkpoint.async_save = True
+
+    c.logging = ml_collections.ConfigDict()
+    c.logging.every = 10
+    c.logging.tensorboard = True
+    c.logging.progress = True
+    c.logging.peak_flops = 0.0  # per device; 0: known GPUs from their datasheet, else no MFU
+
+    c.eval = ml_collections.ConfigDict()
+    c.eval.every = 25
+    c.eval.at_start = True
+    c.eval.batches = 0  # 0: the whole eval set
+    return c
+
+
+def parse_arg(arg: str | None, config_file: str, variants: Sequence[str] = (),
+              **spec) -> ml_collections.ConfigDict:
+    """The ``ARG`` of ``--config=FILE:ARG`` as a ConfigDict (big_vision's ``parse_arg``).
+
+    ``ARG`` is comma-separated: a bare word is the variant (one of ``variants``), or a
+    boolean key of ``spec`` set to True; ``key=value`` sets a key of ``spec``, converted
+    to the type of its default. ``variant`` is "" when none is named.
+    """
+    out = ml_collections.ConfigDict({"variant": "", **spec})
+    name = os.path.join("configs", os.path.basename(config_file))
+    for token in filter(None, (t.strip() for t in (arg or "").split(","))):
+        key, eq, value = token.partition("=")
+        if not eq and key in variants and not out.variant:
+            out.variant = key
+        elif not eq and isinstance(spec.get(key), bool):
+            out[key] = True
+        elif eq and key in spec:
+            default = spec[key]
+            try:
+                out[key] = (value.lower() in ("1", "true", "yes") if isinstance(default, bool)
+                            else type(default)(value))
+            except ValueError:
+                raise ValueError(f"{name}: {key}={value!r} is not a {type(default).__name__}"
+                                 ) from None
+        else:
+            known = ", ".join(list(variants) + [f"{k}=..." for k in spec]) or "none"
+            raise ValueError(f"{name}: unknown variant {token!r} (known: {known})")
+    return out
+
+
+def full_size(c, preset: str, tokenizer: str = "auto"):
+    """Settings every named (GPU) variant shares: a published architecture in bf16
+    compute with remat, and data paths the user supplies."""
+    c.model.preset = preset
+    c.model.vocab_size = 0  # the preset's own
+    c.model.dtype = "bfloat16"
+    c.model.remat_policy = "dots_no_batch"
+    c.data.tokenizer = tokenizer
+    c.data.sources = ""
+    c.data.eval_sources = ""
+    return c
+
+
+def tiny_preferences(c, name: str = "preference"):
+    """The CPU defaults of the preference objectives: the tiny model on the bundled
+    ``{name}.jsonl`` / ``{name}_eval.jsonl`` samples, short rows, 16 examples a step."""
+    c.data.sources = os.path.join(SAMPLES, f"{name}.jsonl")
+    c.data.eval_sources = os.path.join(SAMPLES, f"{name}_eval.jsonl")
+    c.seq_len = 64
+    c.batch_size = 16
+    c.optimizer.lr = 1e-3
+    c.optimizer.min_lr = 1e-4
+    c.optimizer.warmup_steps = 10.0
+    c.optimizer.weight_decay = 0.1
+    c.eval.every = 50
+    return c
+
+
+def ultramedical_preferences(c, variant: str):
+    """UltraMedical's preference-learning settings (references section 1) for a named
+    GPU variant (``llama3_8b``, ``llama3_70b``, ``mistral_7b``), frozen reference."""
+    full_size(c, variant, tokenizer="mistral" if variant == "mistral_7b" else "llama3")
+    c.objective.reference = "frozen"
+    c.objective.loss_chunk_size = 512
+    c.seq_len = 2048  # UltraMedical: max length 2048, max prompt 512
+    c.data.max_prompt_length = 512
+    c.batch_size = 32
+    c.epochs = 1
+    c.steps = 3000  # set from the dataset: pairs / 32
+    c.objective.beta = 0.1
+    c.optimizer.lr = 3e-7
+    c.optimizer.min_lr = 0.0
+    c.optimizer.warmup_steps = 0.1
+    c.optimizer.b2 = 0.999
+    c.optimizer.grad_accum = 4
+    if variant == "llama3_70b":  # 64 GPUs (benchmarks/memory_plan.py, RESULTS.md)
+        # 32 pairs do not split over 64 fsdp shards: tensor 2 within each host, fsdp
+        # the rest; 2 micro-batches of 16 pairs = one row per fsdp shard each.
+        c.mesh.tensor = 2
+        c.optimizer.grad_accum = 2
+    c.checkpoint.every = 500
+    c.eval.every = 500
+    return c
