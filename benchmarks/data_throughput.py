@@ -47,7 +47,7 @@ def pipeline_rate(config, tokenizer, template, workers: int) -> tuple[float, flo
 
 def step_rate(config, tokenizer, template) -> float:
     from medjax.data.pipeline import build_pipeline
-    from medjax.training.loop import setup
+    from medjax.training.state import setup
     s = setup(config, tokenizer.vocab_size)
     it = iter(build_pipeline(config.data, tokenizer, template, objective=config.objective.name,
                              seq_len=config.seq_len, batch_size=config.batch_size,
@@ -68,14 +68,12 @@ def step_rate(config, tokenizer, template) -> float:
 
 def main(argv):
     del argv
-    from medjax.data.templates import get_template
-    from medjax.data.tokenizer import get_tokenizer
+    from medjax.training.state import data_tools
 
     config = FLAGS.config
-    tokenizer = get_tokenizer(config.data.tokenizer)
-    template = get_template(config.data.template, tokenizer)
+    spec, tokenizer, template = data_tools(config)
     print(f"config: objective {config.objective.name}, data {config.data.sources}, "
-          f"batch {config.batch_size} x {config.seq_len}, tokenizer {config.data.tokenizer}")
+          f"batch {config.batch_size} x {config.seq_len}, tokenizer {spec}")
     rows = []
     for w in FLAGS.workers:
         total, real = pipeline_rate(config, tokenizer, template, int(w))

@@ -9,10 +9,10 @@
         --layers=2,4,8,32                                     # compile time vs number of layers
 
 What it compiles: the jitted train step that ``medjax.train`` runs
-(``medjax.training.loop.make_step_fn``, the function ``setup()`` builds: the
+(``medjax.training.state.make_step_fn``, the function ``setup()`` builds: the
 objective's loss, the optimizer, ``optimizer.grad_accum`` micro-batches, in/out
 shardings, state donated), lowered with abstract inputs
-(``jax.ShapeDtypeStruct`` with shardings from ``loop.abstract_train_state``:
+(``jax.ShapeDtypeStruct`` with shardings from ``state.abstract_train_state``:
 nothing is allocated) for a mesh over ``--devices`` fake CPU devices
 (``--xla_force_host_platform_device_count``, set by this script before JAX
 starts). For preference objectives with a frozen reference it also compiles
@@ -84,12 +84,11 @@ import time  # noqa: E402
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 
-from medjax import models  # noqa: E402
+from medjax import models, objectives  # noqa: E402
 from medjax.objectives.preference import sequence_logps  # noqa: E402
 from medjax.parallel import make_mesh  # noqa: E402
-from medjax.training.loop import (abstract_train_state, batch_sharding_for,  # noqa: E402
-                                  make_step_fn)
-from medjax.training.reference import needs_reference  # noqa: E402
+from medjax.training.state import (abstract_train_state, batch_sharding_for,  # noqa: E402
+                                   make_step_fn)
 
 GiB = 2 ** 30
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -107,7 +106,7 @@ RECIPES = (
 
 # ------------------------------------------------------------------ inputs
 def model_config_of(config, num_layers: int | None = None) -> models.ModelConfig:
-    """The architecture ``loop.build_model`` would build, without its weights."""
+    """The architecture ``state.starting_model`` would build, without its weights."""
     m = config.model
     overrides = dict(param_dtype=m.param_dtype, dtype=m.dtype, remat_policy=m.remat_policy,
                      scan_layers=m.scan_layers, attention=m.attention)
@@ -124,15 +123,20 @@ def model_config_of(config, num_layers: int | None = None) -> models.ModelConfig
 def batch_shapes(config) -> dict:
     """Global batch as the pipeline (and the reference) hands it to the train step."""
     b, t = config.batch_size, config.seq_len
-    o = config.objective.name
-    rows = (b, t) if o in ("pretrain", "sft") else (b, 2, t)
+    unit = objectives.get(config.objective.name)
+    rows = (b, 2, t) if paired(config) else (b, t)
     out = {k: jax.ShapeDtypeStruct(rows, jnp.int32)
            for k in ("input_ids", "segment_ids", "positions", "loss_mask")}
-    if o == "kto":
+    if unit.kind == "kto":
         out["label"] = jax.ShapeDtypeStruct((b,), jnp.bool_)
-    if needs_reference(config):
+    if unit.needs_reference(config.objective):
         out["ref_logps"] = jax.ShapeDtypeStruct((b, 2), jnp.float32)
     return out
+
+
+def paired(config) -> bool:
+    """Rows of [pairs or examples, 2, seq_len] (preference and KTO records)."""
+    return objectives.get(config.objective.name).kind in ("preference", "kto")
 
 
 def with_sharding(tree, sharding):
@@ -214,7 +218,7 @@ def hand_estimate(config, mc: models.ModelConfig, mesh, state, batch) -> dict:
     gathered = (layer_params + head_params) * (cbytes + pbytes) / tensor
 
     micro_rows = config.batch_size // accum
-    if config.objective.name != "pretrain" and config.objective.name != "sft":
+    if paired(config):
         micro_rows *= 2  # [pairs, 2, L] -> 2 * pairs rows
     rows = math.ceil(micro_rows / shards)
     # Elements kept per token and layer for the backward pass: (replicated over tensor,
@@ -235,8 +239,9 @@ def hand_estimate(config, mc: models.ModelConfig, mesh, state, batch) -> dict:
     if mc.attention == "xla":  # scores, probabilities and their gradient, f32 [rows, n, t, t]
         attn = 3 * rows * n * t * t * 4 // tensor + rows * t * t  # + the boolean mask
     mlp = 3 * rows * t * f * 4 // tensor  # gate, up, their gradient (f32 on the way back)
-    chunk = min(config.objective.loss_chunk_size, t)
-    loss = 2 * rows * chunk * v * 4 // tensor  # one chunk's f32 logits and their gradient
+    loss = 0  # a reward head has no vocabulary projection
+    if "loss_chunk_size" in config.objective:  # one chunk's f32 logits and their gradient
+        loss = 2 * rows * min(config.objective.loss_chunk_size, t) * v * 4 // tensor
     batch_b = per_device_bytes(batch)
     temp = grads + gathered + saved + attn + mlp + loss
     return {"params": params, "opt_state": opt, "batch": batch_b, "grads": grads,
@@ -294,7 +299,8 @@ def plan(config, *, devices=None, num_layers: int | None = None, reference: bool
             hlo, mc.num_layers, hand["rows_per_device"], config.seq_len) if mc.scan_layers else {}
         del hlo, compiled, lowered
 
-        if reference and needs_reference(config) and config.objective.reference in (
+        if reference and objectives.get(config.objective.name).needs_reference(
+                config.objective) and config.objective.reference in (
                 "frozen", "precompute"):
             dt = jnp.dtype(mc.dtype)
             ref_params = jax.tree.map(

@@ -34,18 +34,17 @@ def main(argv):
     del argv
     from medjax import models
     from medjax.data.pipeline import pipeline_from_config
-    from medjax.data.templates import get_template
-    from medjax.data.tokenizer import get_tokenizer
     from medjax.objectives.lm import next_token_targets, token_nll
     from medjax.objectives.preference import flatten_pairs
+    from medjax.training.state import data_tools
 
     config = FLAGS.config
-    tok = get_tokenizer(config.data.tokenizer)
+    _, tok, template = data_tools(config)
     cfg = models.get_preset(config.model.preset, dtype=config.model.dtype)
     if config.model.vocab_size:
         cfg = cfg.replace(vocab_size=config.model.vocab_size)
     params = models.init_params(cfg, jax.random.key(0))
-    pipe = pipeline_from_config(config, tok, get_template(config.data.template, tok))
+    pipe = pipeline_from_config(config, tok, template)
     batches = [flatten_pairs({k: v for k, v in next(pipe).items() if k != "example_id"})
                for _ in range(FLAGS.steps + 1)]
     chunk = config.objective.loss_chunk_size

@@ -46,7 +46,7 @@ def measured_matmul_peak(dtype: str, n: int) -> float:
 
 def main(argv):
     del argv
-    from medjax.training.loop import setup
+    from medjax.training.state import setup
     from medjax.training.metrics import device_peak_flops, train_flops_per_token
 
     config = FLAGS.config

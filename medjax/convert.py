@@ -1,17 +1,20 @@
-"""Convert between Hugging Face checkpoints and medjax model checkpoints.
+"""Convert between Hugging Face checkpoints, medjax model checkpoints and training workdirs.
 
   python -m medjax.convert --to=medjax --src=HF_DIR --dst=CKPT_DIR [--dtype=bfloat16]
   python -m medjax.convert --to=hf --src=CKPT_DIR --dst=HF_DIR [--dtype=bfloat16]
   python -m medjax.convert --to=hf --src=WORKDIR --dst=HF_DIR      (a medjax.train run)
+  python -m medjax.convert --to=medjax --src=WORKDIR --dst=CKPT_DIR
 
-``--to=hf`` reads a medjax model checkpoint or a training workdir (the
-parameters of its newest checkpoint, for every objective). A reward model (a
-``reward`` run, or a checkpoint holding a ``reward_head``) is written as
+``--src`` is anything ``medjax.models.load`` reads: a Hugging Face directory, a
+medjax model checkpoint, or a training workdir (the parameters of its newest
+checkpoint, for every objective). A medjax checkpoint records the tokenizer and
+chat template the model goes with. A reward model (a ``reward`` run, or a
+checkpoint holding a ``reward_head``) is written as
 ``LlamaForSequenceClassification`` / ``MistralForSequenceClassification`` with
 one label, which ``transformers.AutoModelForSequenceClassification`` loads.
 transformers scores each row at its rightmost token that is not
-``pad_token_id``: ``--pad_token_id`` sets it; by default it is the run's
-tokenizer's pad id for a workdir (an id that is an error if the run's chat
+``pad_token_id``: ``--pad_token_id`` sets it; by default it is the pad id of the
+tokenizer the model was trained with (an id that is an error if its chat
 template ends every response with it), else the model's first EOS id.
 ``--to=medjax`` of such a directory keeps the reward head.
 
@@ -26,8 +29,8 @@ from absl import app, flags
 
 FLAGS = flags.FLAGS
 flags.DEFINE_enum("to", None, ["medjax", "hf"], "Target format.")
-flags.DEFINE_string("src", None, "Source directory (HF model dir for --to=medjax; medjax "
-                    "checkpoint or medjax.train workdir for --to=hf).")
+flags.DEFINE_string("src", None, "Source directory: a Hugging Face model directory, a medjax "
+                    "model checkpoint or a medjax.train workdir.")
 flags.DEFINE_string("dst", None, "Destination directory.")
 flags.DEFINE_enum("dtype", None, ["float32", "bfloat16", "float16"],
                   "Parameter dtype to store (default: as the source).")
@@ -42,22 +45,22 @@ def _warn(msg: str) -> None:
     print(f"medjax.convert: warning: {msg}", file=sys.stderr)
 
 
-def _run_pad_ids(workdir: str) -> tuple[int | None, int | None]:
-    """(pad id, last id of a response) of a training run's tokenizer and chat template,
-    None where they cannot be had (e.g. a tokenizer directory not on this machine)."""
+def _pad_ids(model, src: str) -> tuple[int | None, int | None]:
+    """(pad id, last id of a response) of the tokenizer and chat template the model was
+    trained with, None where they cannot be had (e.g. a tokenizer directory not on this
+    machine, or a model that records none)."""
     from medjax.data.templates import get_template
     from medjax.data.tokenizer import get_tokenizer
-    from medjax.training.checkpointing import load_run_config
 
-    data = load_run_config(workdir).get("data", {})
-    try:
-        tokenizer = get_tokenizer(data.get("tokenizer"))
-    except (OSError, ValueError, ImportError) as e:
-        _warn(f"{workdir}: the run's tokenizer {data.get('tokenizer')!r} cannot be loaded "
-              f"({e})")
+    if not model.tokenizer:
         return None, None
     try:
-        template = get_template(data.get("template", "auto"), tokenizer)
+        tokenizer = get_tokenizer(model.tokenizer)
+    except (OSError, ValueError, ImportError) as e:
+        _warn(f"{src}: the run's tokenizer {model.tokenizer!r} cannot be loaded ({e})")
+        return None, None
+    try:
+        template = get_template(model.template or "auto", tokenizer)
         end = template.encode_response("Yes.", prompt=[{"role": "user", "content": "Hi"}])[-1]
     except (OSError, ValueError, ImportError):
         end = None  # e.g. a pretraining run's tokenizer without a chat template
@@ -67,43 +70,20 @@ def _run_pad_ids(workdir: str) -> tuple[int | None, int | None]:
 def convert(to: str, src: str, dst: str, *, dtype: str | None = None,
             max_shard_size: int = 5 * 2**30, overwrite: bool = False,
             pad_token_id: int | None = None) -> None:
-    from medjax.models import head_of, load_hf, save_hf
-    from medjax.models.checkpoint import is_model_checkpoint, load_model, save_model
-    from medjax.training.checkpointing import is_training_workdir, load_trained_params
+    from medjax.models import load, save_hf
+    from medjax.models.checkpoint import save_model
 
+    model = load(src, **({"param_dtype": dtype} if dtype else {}))
     if to == "medjax":
-        if dtype is None:  # keep the checkpoint's own dtype
-            import json
-            import os
-            try:
-                with open(os.path.join(src, "config.json")) as f:
-                    hf = json.load(f)
-            except (OSError, ValueError):
-                hf = {}  # load_hf reports the problem with its file name
-            dtype = hf.get("dtype") or hf.get("torch_dtype") or "float32"
-            if dtype not in ("float32", "bfloat16", "float16"):
-                dtype = "float32"
-        config, params = load_hf(src, dtype=dtype)
-        save_model(config, params, dst, overwrite=overwrite)
+        save_model(model.config, model.params, dst, overwrite=overwrite,
+                   tokenizer=model.tokenizer, template=model.template)
         return
-
-    overrides = {"param_dtype": dtype} if dtype else {}
-    workdir = is_training_workdir(src)
-    if workdir:
-        config, params = load_trained_params(src, **overrides)
-    elif is_model_checkpoint(src):
-        config, params = load_model(src, **overrides)
-    else:
-        raise FileNotFoundError(f"{src}: neither a medjax model checkpoint (medjax_model.json) "
-                                "nor a medjax.train workdir (model_config.json, checkpoints/)")
-    if head_of(params) == "reward":
-        end = None
-        if workdir:
-            run_pad, end = _run_pad_ids(src)
-            if pad_token_id is None:
-                pad_token_id = run_pad
-        if pad_token_id is None and config.eos_token_id:
-            _warn(f"pad_token_id defaults to the model's EOS id {config.eos_token_id[0]}: "
+    if model.head == "reward":
+        run_pad, end = _pad_ids(model, src)
+        if pad_token_id is None:
+            pad_token_id = run_pad
+        if pad_token_id is None and model.config.eos_token_id:
+            _warn(f"pad_token_id defaults to the model's EOS id {model.config.eos_token_id[0]}: "
                   "transformers then scores a row that ends with EOS at the token before "
                   "it; pass --pad_token_id if the training rows ended with EOS")
         if pad_token_id is not None and pad_token_id == end:
@@ -111,8 +91,8 @@ def convert(to: str, src: str, dst: str, *, dtype: str | None = None,
                 f"pad_token_id={pad_token_id} ends every response of the run's chat template: "
                 "transformers would score the token before it, not the one the reward head "
                 "was trained on; pass --pad_token_id=ID of a token no response ends with")
-    save_hf(config, params, dst, max_shard_size=max_shard_size, overwrite=overwrite,
-            pad_token_id=pad_token_id)
+    save_hf(model.config, model.params, dst, max_shard_size=max_shard_size,
+            overwrite=overwrite, pad_token_id=pad_token_id)
 
 
 def main(argv):

@@ -69,9 +69,10 @@ def main(argv):
         logging.getLogger("medjax").setLevel(logging.WARNING)
     from medjax.data.sources import DataError
     from medjax.training import run
+    from medjax.training.hooks import NonFiniteError
     try:
         last = run(FLAGS.config, FLAGS.workdir)
-    except (DataError, FileNotFoundError, FileExistsError, ValueError) as e:
+    except (DataError, FileNotFoundError, FileExistsError, ValueError, NonFiniteError) as e:
         if several:
             _exit_now(f"medjax.train: error: {e}")
         sys.exit(f"medjax.train: error: {e}")

@@ -15,12 +15,9 @@ from typing import Any
 
 import jax
 import orbax.checkpoint as ocp
-from jax.sharding import Mesh, SingleDeviceSharding
 
-from ..models import ModelConfig, abstract_params, param_shardings
-
-MODEL_CONFIG_FILE = "model_config.json"  # in a training workdir, next to checkpoints/
-
+from ..models import ModelConfig
+from ..models.load import WORKDIR_META, checkpoint_steps, model_meta
 
 _SHAPE_FIELDS = ("family", "vocab_size", "hidden_size", "intermediate_size", "num_layers",
                  "num_heads", "num_kv_heads", "head_dim", "tie_embeddings")
@@ -29,12 +26,12 @@ _SHAPE_FIELDS = ("family", "vocab_size", "hidden_size", "intermediate_size", "nu
 def check_workdir(workdir: str, config: ModelConfig, objective: str) -> None:
     """A workdir that already holds a run of another model or objective is an error
     (restarting there would try to resume it), never silently reused."""
-    path = os.path.join(workdir, MODEL_CONFIG_FILE)
-    if not os.path.exists(path):
+    if not os.path.exists(os.path.join(workdir, WORKDIR_META)):
         return
-    with open(path) as f:
+    with open(os.path.join(workdir, WORKDIR_META)) as f:
         saved = json.load(f)
-    changed = [k for k in _SHAPE_FIELDS if saved.get(k) != getattr(config, k)]
+    saved_config = saved.get("config", saved)  # the layout of medjax_model.json, or older
+    changed = [k for k in _SHAPE_FIELDS if saved_config.get(k) != getattr(config, k)]
     if saved.get("objective", objective) != objective:
         changed.append("objective")
     if changed:
@@ -43,65 +40,27 @@ def check_workdir(workdir: str, config: ModelConfig, objective: str) -> None:
                          "start from it")
 
 
-def write_model_config(workdir: str, config: ModelConfig, objective: str = "") -> None:
+def write_model_meta(workdir: str, config: ModelConfig, head: str, *, objective: str,
+                     tokenizer: str, template: str | None) -> None:
+    """The workdir's model metadata (``models.load`` reads the workdir with it): the
+    layout of a model checkpoint's ``medjax_model.json`` plus the objective."""
     if jax.process_index() == 0:
-        tmp = os.path.join(workdir, MODEL_CONFIG_FILE + ".tmp")
+        if os.path.isdir(tokenizer):
+            tokenizer = os.path.abspath(tokenizer)
+        meta = model_meta(config, head, tokenizer=tokenizer, template=template,
+                          objective=objective)
+        tmp = os.path.join(workdir, WORKDIR_META + ".tmp")
         with open(tmp, "w") as f:
-            json.dump({**config.to_dict(), "objective": objective}, f, indent=2)
-        os.replace(tmp, os.path.join(workdir, MODEL_CONFIG_FILE))
-
-
-def is_training_workdir(path: str) -> bool:
-    return (os.path.isfile(os.path.join(path, MODEL_CONFIG_FILE))
-            and os.path.isdir(os.path.join(path, "checkpoints")))
-
-
-def _checkpoint_steps(workdir: str) -> tuple[str, list[int]]:
-    directory = os.path.abspath(os.path.join(workdir, "checkpoints"))
-    steps = sorted(int(d) for d in os.listdir(directory) if d.isdigit())
-    if not steps:
-        raise FileNotFoundError(f"{directory}: no complete checkpoint to start from")
-    return directory, steps
+            json.dump(meta, f, indent=2)
+        os.replace(tmp, os.path.join(workdir, WORKDIR_META))
 
 
 def load_run_config(workdir: str) -> dict:
     """The training config (as a dict) saved with the newest checkpoint of a workdir."""
-    directory, steps = _checkpoint_steps(workdir)
+    directory, steps = checkpoint_steps(workdir)
     path = os.path.join(directory, str(steps[-1]), "config")
     with ocp.Checkpointer(ocp.JsonCheckpointHandler()) as ckptr:
         return ckptr.restore(path)
-
-
-def load_trained_params(workdir: str, mesh: Mesh | None = None, **config_overrides):
-    """(ModelConfig, params) of the newest checkpoint of a training workdir.
-
-    Only the parameters are read (no optimizer state), straight into their
-    shardings on ``mesh`` (default: one device). A reward run's parameters
-    hold its ``reward_head`` in place of ``lm_head``.
-    """
-    with open(os.path.join(workdir, MODEL_CONFIG_FILE)) as f:
-        saved = json.load(f)
-    head = "reward" if saved.pop("objective", "") == "reward" else "lm"
-    saved = ModelConfig.from_dict(saved)
-    config = saved.replace(**config_overrides)
-    directory, steps = _checkpoint_steps(workdir)
-    abstract = abstract_params(saved, head)  # as stored
-    if mesh is not None:
-        shardings = param_shardings(config, mesh, head)
-    else:
-        single = SingleDeviceSharding(jax.local_devices()[0])
-        shardings = jax.tree.map(lambda _: single, abstract)
-    restore_args = jax.tree.map(lambda s: ocp.ArrayRestoreArgs(sharding=s), shardings)
-    with ocp.PyTreeCheckpointer() as ckptr:
-        state = ckptr.restore(
-            os.path.join(directory, str(steps[-1]), "state"),
-            args=ocp.args.PyTreeRestore(item={"params": abstract},
-                                        restore_args={"params": restore_args},
-                                        partial_restore=True))
-    params = state["params"]
-    dt = jax.numpy.dtype(config.param_dtype)
-    params = jax.tree.map(lambda x: x.astype(dt) if x.dtype != dt else x, params)
-    return config, params
 
 
 class DataShardsHandler:

@@ -1,20 +1,25 @@
-"""The reference model of preference objectives: frozen, precomputed, or another model.
+"""The reference model of preference objectives, as values.
 
-``objective.reference``:
+``objective.reference`` (the kinds an objective accepts are its unit's ``references``):
   frozen       a copy of the starting policy (``model.init_from`` or the seeded
                random init), in the compute dtype and sharded like the policy;
                never updated and never checkpointed (rebuilt from its source).
   precompute   one pass over the training (and eval) data with the starting
                policy before the first step; the sequence log-probs are stored in
-               ``WORKDIR/reference_logps_{train,eval}.npz`` keyed by example id,
-               and training holds no reference weights.
-  PATH         another model (Hugging Face directory or medjax model checkpoint).
-Each batch gets ``ref_logps [pairs, 2]``; the loss stays a function of the
-policy parameters and the batch.
+               ``WORKDIR/reference_logps_{train,eval}.npz`` keyed by example id, with
+               a fingerprint of what made them (data files, model, tokenisation); a
+               table whose fingerprint differs is recomputed, never used. Training
+               then holds no reference weights.
+  PATH         another model (anything ``models.load`` reads).
+
+Both kinds of reference are values with one method, ``ref_logps(local, batch)``: the
+log-probs ``[rows, 2]`` of a process-local numpy batch ``local`` (with its
+``example_id``) and its global on-device form ``batch``. No caller checks a mode.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 
@@ -22,92 +27,127 @@ import jax
 import numpy as np
 
 from .. import models
-from ..models.checkpoint import is_model_checkpoint, load_model
-from ..objectives.preference import REFERENCE_FREE, sequence_logps
+from ..objectives.preference import sequence_logps
+from .batches import all_processes
 
 log = logging.getLogger(__name__)
 
 
-def needs_reference(config) -> bool:
-    o = config.objective
-    return (o.name == "dpo" and o.loss_type not in REFERENCE_FREE) or o.name == "kto"
+class FrozenReference:
+    """A model whose sequence log-probs are computed for every batch."""
+
+    def __init__(self, config: models.ModelConfig, params, chunk_size: int):
+        self.config = config.replace(remat_policy="none")
+        self.params = params
+        self.fn = jax.jit(lambda p, b: sequence_logps(self.config, p, b,
+                                                      chunk_size=chunk_size)[0])
+
+    def ref_logps(self, local: dict, batch: dict) -> jax.Array:
+        del local
+        return self.fn(self.params, batch)
 
 
-class Reference:
-    def __init__(self, config, mesh, model_config, start_params, batch_sharding):
-        self.mode = config.objective.reference
-        if self.mode == "precompute" and config.objective.name == "kto":
-            raise ValueError("objective.reference='precompute' is not available for KTO: its "
-                             "KL rows pair examples within a batch; use 'frozen' or a model")
-        self.batch_sharding = batch_sharding
-        self.params = None
-        self.tables: dict[str, dict[int, np.ndarray]] = {}
-        cfg = model_config
-        if self.mode in ("frozen", "precompute"):
-            dt = jax.numpy.dtype(model_config.dtype)
-            shardings = jax.tree.map(lambda x: x.sharding, start_params)
-            # A copy (new buffers: the policy's are donated to the train step).
-            self.params = jax.jit(lambda p: jax.tree.map(lambda x: x.astype(dt), p),
-                                  out_shardings=shardings)(start_params)
-        elif os.path.isdir(self.mode):
-            if is_model_checkpoint(self.mode):
-                cfg, self.params = load_model(self.mode, mesh=mesh, dtype=model_config.dtype,
-                                              scan_layers=model_config.scan_layers,
-                                              remat_policy="none")
-            else:
-                cfg, self.params = models.load_hf(self.mode, dtype=model_config.dtype, mesh=mesh,
-                                                  scan_layers=model_config.scan_layers)
-        else:
-            raise ValueError(f"objective.reference={self.mode!r}: expected 'frozen', "
-                             "'precompute' or a model directory")
-        self.config = cfg.replace(remat_policy="none")
-        chunk = config.objective.loss_chunk_size
-        self._fn = jax.jit(lambda p, b: sequence_logps(self.config, p, b, chunk_size=chunk)[0])
+class ReferenceTable:
+    """Precomputed sequence log-probs, looked up by example id."""
 
-    def compute(self, batch: dict) -> jax.Array:
-        """Reference log-probs of a (global, on-device) batch."""
-        return self._fn(self.params, batch)
+    def __init__(self, table: dict[int, np.ndarray], sharding):
+        self.table, self.sharding = table, sharding
 
-    def precompute(self, name: str, pipeline, workdir: str, to_global) -> None:
-        """Fills the table ``name`` from one pass over ``pipeline`` (or its saved file)."""
-        path = os.path.join(workdir, f"reference_logps_{name}.npz")
-        if os.path.exists(path):
-            saved = np.load(path)
-            self.tables[name] = dict(zip(saved["ids"].tolist(), saved["logps"]))
-            return
-        ids_all, logps_all = [], []
-        for local in pipeline:
-            ids = local.pop("example_id")
-            real = local["loss_mask"][:, 0].any(-1)
-            logps = self.compute(to_global(local))
-            if jax.process_count() > 1:  # every process keeps every process's rows
-                from jax.experimental import multihost_utils
-                # ids are 64-bit (source << 40 | record): gathered as two 32-bit halves
-                hi, lo, logps, real = (
-                    np.asarray(multihost_utils.process_allgather(x, tiled=True))
-                    for x in ((ids >> 32).astype(np.int32), (ids & 0xFFFFFFFF).astype(np.uint32),
-                              logps, real))
-                ids = (hi.astype(np.int64) << 32) | lo.astype(np.int64)
-            logps = np.asarray(jax.device_get(logps))
-            ids_all.append(ids[real])
-            logps_all.append(logps[real])
-        ids_all = np.concatenate(ids_all)
-        logps_all = np.concatenate(logps_all).astype(np.float32)
-        self.tables[name] = dict(zip(ids_all.tolist(), logps_all))
-        if jax.process_index() == 0:  # the whole table, written once
-            tmp = path + ".tmp.npz"
-            np.savez(tmp, ids=ids_all, logps=logps_all)
-            os.replace(tmp, path)
-        log.info("precomputed reference log-probs of %d %s examples", len(ids_all), name)
-
-    def lookup(self, name: str, ids: np.ndarray, real: np.ndarray) -> np.ndarray:
-        table = self.tables[name]
-        out = np.zeros((len(ids), 2), np.float32)
-        for r, (i, ok) in enumerate(zip(ids.tolist(), real.tolist())):
+    def ref_logps(self, local: dict, batch: dict) -> jax.Array:
+        del batch
+        out = np.zeros((len(local["example_id"]), 2), np.float32)
+        real = local["loss_mask"][:, 0].any(-1)
+        for r, (i, ok) in enumerate(zip(local["example_id"].tolist(), real.tolist())):
             if ok:
-                out[r] = table[i]
-        return out
+                out[r] = self.table[i]
+        return jax.make_array_from_process_local_data(self.sharding, out)
 
-    def release_weights(self):
-        """After precomputing, training holds no reference weights."""
-        self.params = None
+
+def frozen_copy(model_config, start_params, chunk_size: int) -> FrozenReference:
+    """The starting policy, copied (new buffers: the policy's are donated to the train
+    step) in the compute dtype, sharded like the policy."""
+    dt = jax.numpy.dtype(model_config.dtype)
+    shardings = jax.tree.map(lambda x: x.sharding, start_params)
+    params = jax.jit(lambda p: jax.tree.map(lambda x: x.astype(dt), p),
+                     out_shardings=shardings)(start_params)
+    return FrozenReference(model_config, params, chunk_size)
+
+
+def build_reference(config, unit, mesh, model_config, start_params, *, passes=None,
+                    workdir: str = "", fingerprint=dict, to_global=None,
+                    sharding=None):
+    """The reference ``config`` asks for as ``{"train": ref, "eval": ref}`` (the same
+    model for both, or one precomputed table per pass), or None when the objective
+    needs none.
+
+    ``passes``: ``{"train" | "eval": () -> batches}`` (one-pass pipelines) for precomputed
+    tables, written to ``workdir`` with ``fingerprint()`` (what made them).
+    """
+    o = config.objective
+    if not unit.needs_reference(o):
+        return None
+    mode = o.reference
+    kind = mode if mode in ("frozen", "precompute") else "model"
+    if kind not in unit.references:
+        note = f" ({unit.reference_note})" if unit.reference_note else ""
+        raise ValueError(f"objective.reference={mode!r} is not available for "
+                         f"{unit.title or unit.name}{note}; it accepts "
+                         f"{', '.join(repr(k) if k != 'model' else 'a model directory' for k in unit.references)}")
+    chunk = o.loss_chunk_size
+    if kind == "model":
+        if not os.path.isdir(mode):
+            raise ValueError(f"objective.reference={mode!r}: expected 'frozen', 'precompute' "
+                             "or a model directory")
+        ref = models.load(mode, mesh=mesh, param_dtype=model_config.dtype,
+                          dtype=model_config.dtype, scan_layers=model_config.scan_layers,
+                          remat_policy="none")
+        frozen = FrozenReference(ref.config, ref.params, chunk)
+        return {"train": frozen, "eval": frozen}
+    frozen = frozen_copy(model_config, start_params, chunk)
+    if kind == "frozen":
+        return {"train": frozen, "eval": frozen}
+    # One table per pass (example ids are unique within a pipeline, not across them);
+    # the frozen weights are released once the tables exist.
+    return {name: ReferenceTable(precompute(frozen, name, batches, workdir, fingerprint,
+                                            to_global), sharding)
+            for name, batches in passes.items()}
+
+
+def precompute(reference: FrozenReference, name: str, batches, workdir: str,
+               fingerprint, to_global) -> dict[int, np.ndarray]:
+    """``{example id: log-probs}`` from one pass over ``batches()``, or from the saved
+    table of an earlier run of the same data and model."""
+    path = os.path.join(workdir, f"reference_logps_{name}.npz")
+    stamp = json.dumps(fingerprint(), sort_keys=True)
+    saved = np.load(path) if os.path.exists(path) else None
+    usable = saved is not None and "fingerprint" in saved and str(saved["fingerprint"]) == stamp
+    # Every process uses the saved table or none does (the pass below has collectives):
+    # a host that sees other file sizes or times than process 0 makes them all recompute.
+    if all_processes(usable).all():
+        return dict(zip(saved["ids"].tolist(), saved["logps"]))
+    if saved is not None:
+        log.warning("%s: made from other data, model or settings; recomputing it", path)
+    ids_all, logps_all = [], []
+    for local in batches():
+        ids = local.pop("example_id")
+        real = local["loss_mask"][:, 0].any(-1)
+        logps = reference.fn(reference.params, to_global(local))
+        if jax.process_count() > 1:  # every process keeps every process's rows
+            from jax.experimental import multihost_utils
+            # ids are 64-bit (source << 40 | record): gathered as two 32-bit halves
+            hi, lo, logps, real = (
+                np.asarray(multihost_utils.process_allgather(x, tiled=True))
+                for x in ((ids >> 32).astype(np.int32), (ids & 0xFFFFFFFF).astype(np.uint32),
+                          logps, real))
+            ids = (hi.astype(np.int64) << 32) | lo.astype(np.int64)
+        logps = np.asarray(jax.device_get(logps))
+        ids_all.append(ids[real])
+        logps_all.append(logps[real])
+    ids_all = np.concatenate(ids_all)
+    logps_all = np.concatenate(logps_all).astype(np.float32)
+    if jax.process_index() == 0:  # the whole table, written once
+        tmp = path + ".tmp.npz"
+        np.savez(tmp, ids=ids_all, logps=logps_all, fingerprint=np.array(stamp))
+        os.replace(tmp, path)
+    log.info("precomputed reference log-probs of %d %s examples", len(ids_all), name)
+    return dict(zip(ids_all.tolist(), logps_all))

@@ -9,6 +9,8 @@ batch at once.
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import optax
@@ -67,14 +69,25 @@ def loss_and_grads(loss_fn, params, batch, rng, grad_accum: int = 1):
 
 def train_step(state: dict, batch: dict, *, loss_fn, tx: optax.GradientTransformation,
                schedule, base_rng: jax.Array, grad_accum: int = 1):
-    """One optimizer update on one global batch. Randomness: fold_in(base_rng, step)."""
+    """One optimizer update on one global batch. Randomness: fold_in(base_rng, step).
+
+    A step whose loss, gradient norm or update norm is not finite (e.g. a learning rate
+    that overflows) leaves the parameters and the optimizer state as they were (the
+    step count still advances: its batch was consumed) and reports
+    ``metrics["nonfinite"] = 1``; the loop decides whether to stop.
+    """
     rng = jax.random.fold_in(base_rng, state["step"])
     loss, metrics, grads = loss_and_grads(loss_fn, state["params"], batch, rng, grad_accum)
+    grad_norm = optax.tree.norm(grads)
     updates, opt_state = tx.update(grads, state["opt_state"], state["params"])
+    update_norm = optax.tree.norm(updates)
     params = optax.apply_updates(state["params"], updates)
-    metrics = dict(metrics, loss=loss, grad_norm=optax.tree.norm(grads),
-                   lr=schedule(state["step"]))
-    return {"step": state["step"] + 1, "params": params, "opt_state": opt_state}, metrics
+    finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm) & jnp.isfinite(update_norm)
+    keep = functools.partial(jax.tree.map, lambda new, old: jnp.where(finite, new, old))
+    metrics = dict(metrics, loss=loss, grad_norm=grad_norm, update_norm=update_norm,
+                   lr=schedule(state["step"]), nonfinite=(~finite).astype(jnp.int32))
+    return {"step": state["step"] + 1, "params": keep(params, state["params"]),
+            "opt_state": keep(opt_state, state["opt_state"])}, metrics
 
 
 def eval_step(params, batch: dict, *, loss_fn):

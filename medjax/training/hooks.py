@@ -1,0 +1,198 @@
+"""The loop's hooks: each is a callable ``hook(info)`` run after a step (``Trainer.add_hook``
+says how often), with an optional ``close()`` at the end of the run.
+
+  NonFiniteGuard   a NaN/inf loss or gradient norm stops the run (or is skipped, up to N)
+  LogMetrics       metrics.jsonl / TensorBoard with throughput, packing and MFU
+  ProgressBar      tqdm on process 0
+  Evaluate         held-out metrics (``Evaluator``)
+  Preemption       SIGTERM / Ctrl-C: save at this step boundary and stop
+  Checkpoint       Orbax save {state, data iterator, config}
+
+A hook stops the loop by raising ``StopTraining`` (the loop ends cleanly) or another
+exception (the run fails, nothing more is saved).
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import time
+
+import jax
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+
+class StopTraining(Exception):
+    """Raised by a hook to end the loop after this step (not an error)."""
+
+
+class NonFiniteError(FloatingPointError):
+    """A step's loss or gradient norm was NaN or inf (one line, names the step)."""
+
+
+class NonFiniteGuard:
+    """Reads each step's ``nonfinite`` flag (a NaN/inf loss, gradient norm or update norm:
+    the step did not apply that update). Past
+    ``skip`` such steps the run stops with ``NonFiniteError``; before that the step is
+    skipped and counted as ``nonfinite_skipped`` (in the metrics when ``skip`` > 0).
+    ``latest`` gives the newest checkpoint step, for the message."""
+
+    def __init__(self, skip: int = 0, latest=lambda: None):
+        self.skip, self.latest, self.skipped = skip, latest, 0
+
+    def __call__(self, info) -> None:
+        if int(info.metrics["nonfinite"]):
+            values = jax.device_get({k: info.metrics[k]
+                                     for k in ("loss", "grad_norm", "update_norm")})
+            bad = next(k for k, v in values.items() if not np.isfinite(v))
+            self.skipped += 1
+            if self.skipped > self.skip:
+                latest = self.latest()
+                raise NonFiniteError(
+                    f"step {info.step}: {bad} is {float(values[bad])}; the update was not "
+                    "applied and nothing was saved ("
+                    + (f"the newest checkpoint is step {latest}" if latest is not None
+                       else "no checkpoint yet")
+                    + "); lower optimizer.lr, check the data and tokenizer, or set "
+                    "optimizer.skip_nonfinite=N to skip up to N such steps")
+            log.warning("step %d: %s is %s; update skipped (%d of at most %d)", info.step,
+                        bad, float(values[bad]), self.skipped, self.skip)
+        if self.skip:
+            info.metrics["nonfinite_skipped"] = self.skipped
+
+
+class LogMetrics:
+    """Every step: counts tokens; when due (``every``, and the last step): writes the
+    step's metrics with step time, tokens/s, real (non-padding) fraction and MFU."""
+
+    def __init__(self, writer, *, every: int, last_step: int, flops_per_token: float,
+                 peak_flops: float | None, results: dict):
+        self.writer, self.every, self.last_step = writer, every, last_step
+        self.flops_per_token, self.peak = flops_per_token, peak_flops
+        self.results = results  # the last logged values (run() returns them)
+        self._reset(time.perf_counter())
+
+    def _reset(self, now):
+        self.t0, self.steps, self.tokens, self.real = now, 0, 0, 0
+
+    def __call__(self, info) -> None:
+        n = jax.process_count()
+        self.steps += 1
+        self.tokens += info.local["input_ids"].size * n
+        self.real += int(np.sum(info.local["segment_ids"] != 0)) * n
+        if info.step % self.every and info.step != self.last_step:
+            return
+        metrics = jax.device_get(info.metrics)
+        now = time.perf_counter()
+        dt = now - self.t0
+        out = {k: v for k, v in metrics.items() if k not in ("weight", "nonfinite")}
+        out.update(step_time=dt / self.steps, tokens_per_second=self.tokens / dt,
+                   packing_efficiency=self.real / self.tokens)
+        if self.peak:
+            out["mfu"] = self.flops_per_token * self.tokens / dt / (
+                self.peak * jax.device_count())
+        self.writer.write(info.step, out)
+        self.results.update(out)
+        log.info("step %d: loss %.4f, %.0f tokens/s", info.step, out["loss"],
+                 out["tokens_per_second"])
+        self._reset(now)
+
+
+class ProgressBar:
+    """A tqdm bar on process 0 with the last logged loss and tokens/s."""
+
+    def __init__(self, total: int, initial: int, results: dict):
+        from tqdm import tqdm
+        self.results = results
+        self.bar = tqdm(total=total, initial=initial, desc="train", unit="step",
+                        dynamic_ncols=True)
+
+    def __call__(self, info) -> None:
+        self.bar.update(1)
+        if "loss" in self.results:
+            self.bar.set_postfix(loss=f"{self.results['loss']:.4f}",
+                                 tok_s=f"{self.results['tokens_per_second']:.0f}",
+                                 refresh=False)
+
+    def close(self):
+        self.bar.close()
+
+
+class Evaluate:
+    """Held-out metrics of the current parameters, written at the step."""
+
+    def __init__(self, evaluator, writer, results: dict):
+        self.evaluator, self.writer, self.results = evaluator, writer, results
+
+    def __call__(self, info) -> None:
+        self.run(info.step, info.state["params"])
+
+    def run(self, step: int, params, mesh=None) -> dict:
+        if mesh is not None:
+            with jax.set_mesh(mesh):
+                return self.run(step, params)
+        m = self.evaluator(params)
+        self.writer.write(step, m)
+        self.results.update(m)
+        log.info("step %d: %s", step, m)
+        return m
+
+
+class Preemption:
+    """SIGTERM or Ctrl-C -> ``save(step)`` at the next step boundary, then stop.
+
+    One process: Python handlers; a second Ctrl-C exits at once (KeyboardInterrupt).
+    Several processes: they must all stop at the same step, whichever of them got the
+    signal and when. JAX's preemption sync manager (started by ``jax.distributed``)
+    catches SIGTERM itself and agrees on that step; no handler is installed (a SIGTERM
+    one would replace JAX's, and a Ctrl-C seen by the processes at different steps
+    cannot be agreed on without a collective every step): Ctrl-C stops them at once."""
+
+    def __init__(self, save):
+        self.save, self.requested, self._old = save, None, {}
+        for sig in [signal.SIGINT, signal.SIGTERM] if jax.process_count() == 1 else []:
+            try:
+                self._old[sig] = signal.signal(sig, self._handler)
+            except ValueError:  # not the main thread
+                pass
+
+    def _handler(self, signum, frame):
+        if signum == signal.SIGINT and self.requested is not None:
+            self.close()
+            raise KeyboardInterrupt  # the second Ctrl-C: stop now
+        self.requested = signal.Signals(signum).name
+        log.warning("%s received: saving a checkpoint at the next step boundary (Ctrl-C "
+                    "again to stop at once)" if signum == signal.SIGINT else
+                    "%s received: saving a checkpoint at the next step boundary",
+                    self.requested)
+
+    def stop(self, step: int) -> bool:
+        """Whether to save and stop after ``step``; every process calls it every step."""
+        if jax.process_count() > 1:
+            from jax.experimental import multihost_utils
+            return multihost_utils.reached_preemption_sync_point(step)
+        return self.requested is not None
+
+    def __call__(self, info) -> None:
+        if self.stop(info.step):
+            self.save(info.step, force=True)
+            log.warning("checkpoint saved at step %d after %s; exiting", info.step,
+                        self.requested or "SIGTERM")
+            raise StopTraining(self.requested or "SIGTERM")
+
+    def close(self):
+        for sig, old in self._old.items():
+            signal.signal(sig, old)
+        self._old = {}
+
+
+class Checkpoint:
+    """Saves through ``save(step)`` (the run's Checkpointer over the trainer's state)."""
+
+    def __init__(self, save):
+        self.save = save
+
+    def __call__(self, info) -> None:
+        self.save(info.step)
