@@ -95,17 +95,15 @@ def reward_workdir(tmp_path_factory):
 def _eval_rows(config):
     """One batch of the run's held-out preference rows, as its pipeline pads them."""
     from medjax.data.pipeline import pipeline_from_config
-    from medjax.data.templates import get_template
-    from medjax.data.tokenizer import get_tokenizer
-    tokenizer = get_tokenizer(config.data.tokenizer)
-    template = get_template(config.data.template, tokenizer)
+    from medjax.training.state import data_tools
+    _, tokenizer, template = data_tools(config)
     batch = next(iter(pipeline_from_config(config, tokenizer, template, eval=True)))
     return {k: v for k, v in batch.items() if k != "example_id"}, tokenizer
 
 
 def test_convert_cli_exports_a_reward_workdir(reward_workdir, tmp_path):
     from medjax.objectives.reward import rewards
-    from medjax.training.checkpointing import load_trained_params
+    from medjax.models import load
 
     workdir, config = reward_workdir
     out = tmp_path / "rm"
@@ -120,7 +118,8 @@ def test_convert_cli_exports_a_reward_workdir(reward_workdir, tmp_path):
     assert model.config.pad_token_id == tokenizer.pad_id == 128004
     assert model.config.num_labels == 1
 
-    model_config, params = load_trained_params(str(workdir))
+    loaded = load(str(workdir))
+    model_config, params = loaded.config, loaded.params
     want = np.asarray(rewards(model_config, params, batch)).reshape(-1)
     seg = batch["segment_ids"].reshape(-1, config.seq_len)
     ids = np.where(seg != 0, batch["input_ids"].reshape(seg.shape), tokenizer.pad_id)
@@ -141,11 +140,11 @@ def test_convert_cli_exports_a_reward_workdir(reward_workdir, tmp_path):
 
 
 def test_init_from_a_reward_workdir_keeps_its_head(reward_workdir):
-    from medjax.training.checkpointing import load_trained_params
-    from medjax.training.loop import setup
+    from medjax.models import load
+    from medjax.training.state import setup
 
     workdir, config = reward_workdir
-    _, trained = load_trained_params(str(workdir))
+    trained = load(str(workdir)).params
     c = config.copy_and_resolve_references()
     c.model.init_from = str(workdir)
     state = setup(c, 128256).state
@@ -159,7 +158,7 @@ def test_init_from_a_reward_workdir_keeps_its_head(reward_workdir):
 
 def test_convert_exports_a_language_model_workdir(tmp_path):
     from medjax.convert import convert
-    from medjax.training.checkpointing import load_trained_params
+    from medjax.models import load
 
     workdir = tmp_path / "sft"
     _short_run("sft", workdir, seq_len=64)
@@ -168,7 +167,8 @@ def test_convert_exports_a_language_model_workdir(tmp_path):
     assert hf["architectures"] == ["LlamaForCausalLM"] and "pad_token_id" not in hf
     model = transformers.AutoModelForCausalLM.from_pretrained(tmp_path / "lm",
                                                               dtype=torch.float32).eval()
-    config, params = load_trained_params(str(workdir))
+    loaded = load(str(workdir))
+    config, params = loaded.config, loaded.params
     ids = random_ids(2, 24, config.vocab_size, seed=13)
     np.testing.assert_allclose(np.asarray(forward(config, params, jnp.asarray(ids))),
                                hf_logits(model, ids), atol=1e-4, rtol=0)

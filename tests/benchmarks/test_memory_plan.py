@@ -11,8 +11,8 @@ import jax.numpy as jnp
 import numpy as np
 from conftest import ROOT, load_config
 
-from medjax.training.loop import abstract_train_state, setup
-from medjax.training.reference import Reference
+from medjax.training.reference import frozen_copy
+from medjax.training.state import abstract_train_state, setup
 
 
 def _module(path, name):
@@ -63,7 +63,7 @@ def test_abstract_path_compiles_the_setup_step():
     real_batch = {k: jax.device_put(jnp.zeros(v.shape, v.dtype), s.batch_sharding)
                   for k, v in batch.items()}
     with jax.set_mesh(s.mesh):
-        from medjax.training.loop import make_step_fn
+        from medjax.training.state import make_step_fn
         ours = make_step_fn(config, s.model_config, s.mesh, sharding).lower(state, batch)
         theirs = s.step_fn.lower(s.state, real_batch)
     assert ours.as_text() == theirs.as_text()
@@ -82,10 +82,10 @@ def test_reference_forward_and_reward_head():
     batch = mp.with_sharding(mp.batch_shapes(config), s.batch_sharding)
     batch.pop("ref_logps")
     with jax.set_mesh(s.mesh):
-        real = Reference(config, s.mesh, s.model_config, s.state["params"], s.batch_sharding)
+        real = frozen_copy(s.model_config, s.state["params"], config.objective.loss_chunk_size)
         zeros = {k: jax.device_put(jnp.zeros(v.shape, v.dtype), s.batch_sharding)
                  for k, v in batch.items()}
-        theirs = real._fn.lower(real.params, zeros).as_text()
+        theirs = real.fn.lower(real.params, zeros).as_text()
         ref_params = jax.tree.map(
             lambda x: jax.ShapeDtypeStruct(x.shape, jnp.bfloat16, sharding=x.sharding),
             s.state["params"])

@@ -219,8 +219,12 @@ def test_dpo_config_default_learns_held_out_preferences(tmp_path):
 
 
 def test_dpo_precomputed_reference_equals_frozen(tmp_path):
-    run(_dpo_config(**{"objective.reference": "frozen"}), str(tmp_path / "frozen"))
-    run(_dpo_config(**{"objective.reference": "precompute"}), str(tmp_path / "pre"))
+    # No warmup: step 1 changes the policy (with warmup its lr is 0), so that step 2 shows
+    # whether the reference stayed put.
+    no_warmup = {"optimizer.warmup_steps": 0.0}
+    run(_dpo_config(**{"objective.reference": "frozen", **no_warmup}), str(tmp_path / "frozen"))
+    run(_dpo_config(**{"objective.reference": "precompute", **no_warmup}),
+        str(tmp_path / "pre"))
     assert (tmp_path / "pre" / "reference_logps_train.npz").exists()
     rows = {}
     for name in ("frozen", "pre"):
@@ -279,3 +283,48 @@ def test_a_workdir_of_another_run_is_refused(data, straight):
         run(c, str(straight))
     after = {p: os.path.getmtime(p) for p in (straight / "checkpoints").rglob("*")}
     assert after == before  # nothing of the earlier run was touched
+
+
+def test_sigint_saves_like_sigterm_and_resumes_exactly(data, straight, tmp_path):
+    """Ctrl-C: a checkpoint at the next step boundary, exit 0; the restart is exact."""
+    wd = tmp_path / "interrupted"
+    proc = _cli(wd, *_flags(data))
+    _wait_for(lambda: (wd / "metrics.jsonl").exists() and len(losses(wd)) >= 3)
+    proc.send_signal(signal.SIGINT)
+    _finish(proc)
+    saved = [int(d) for d in os.listdir(wd / "checkpoints") if d.isdigit()]
+    assert max(saved) < 10
+    _finish(_cli(wd, *_flags(data)))
+    _assert_same_run(wd, straight)
+
+
+def test_an_overflowing_learning_rate_stops_at_that_step_without_saving_it(data, tmp_path):
+    """lr 1e30 after a zero-lr first step: step 2's update overflows; the run stops there
+    with one line and a non-zero exit, step 1's checkpoint stays the newest."""
+    wd = tmp_path / "nan"
+    p = _cli(wd, *_flags(data, **{"optimizer.lr": 1e30, "optimizer.warmup_steps": 3,
+                                  "checkpoint.every": 1, "mesh.fsdp": 1, "mesh.tensor": 1}),
+             env_extra={"XLA_FLAGS": ""})
+    out, err = p.communicate(timeout=600)
+    assert p.returncode == 1, err[-2000:]
+    line = err.strip().splitlines()[-1]
+    assert line.startswith("medjax.train: error: step 2: ")
+    assert "is inf" in line or "is nan" in line
+    assert "newest checkpoint is step 1" in line and "Traceback" not in err
+    steps = sorted(int(d) for d in os.listdir(wd / "checkpoints") if d.isdigit())
+    assert steps == [1]
+    state = final_state(wd, 1)
+    assert all(np.isfinite(np.asarray(x)).all() for x in jax.tree.leaves(state["params"]))
+    assert sorted(losses(wd)) == [1]
+
+    # optimizer.skip_nonfinite=2 skips two such steps (counted), then stops at the third.
+    wd = tmp_path / "skip"
+    p = _cli(wd, *_flags(data, **{"optimizer.lr": 1e30, "optimizer.warmup_steps": 3,
+                                  "checkpoint.every": 100, "optimizer.skip_nonfinite": 2,
+                                  "mesh.fsdp": 1, "mesh.tensor": 1}), env_extra={"XLA_FLAGS": ""})
+    out, err = p.communicate(timeout=600)
+    assert p.returncode == 1 and "step 4: " in err.strip().splitlines()[-1], err[-2000:]
+    rows = [json.loads(x) for x in open(wd / "metrics.jsonl")]
+    assert [r["nonfinite_skipped"] for r in rows] == [0, 1, 2]
+    assert not (wd / "checkpoints").exists() or not any(
+        d.isdigit() for d in os.listdir(wd / "checkpoints"))

@@ -1,0 +1,83 @@
+"""configs/*.py: a shared base module, only the objective's own keys, one variant parser."""
+
+import itertools
+import os
+import subprocess
+import sys
+
+import pytest
+from conftest import ROOT, config_module
+
+from medjax.configs import base, parse_arg
+
+NAMES = ["pretrain", "sft", "dpo", "kto", "reward"]
+
+
+def _objective_keys(name):
+    return set(config_module(name).get_config().objective.keys())
+
+
+@pytest.mark.parametrize("a,b", [p for p in itertools.permutations(NAMES, 2)])
+def test_a_key_of_another_objective_is_an_error(a, b):
+    """Every pair: each objective key of ``b`` that ``a`` lacks is refused on ``a``."""
+    foreign = _objective_keys(b) - _objective_keys(a)
+    config = config_module(a).get_config()
+    config.lock()
+    for key in foreign:
+        with pytest.raises((AttributeError, KeyError)):
+            config.objective[key] = config_module(b).get_config().objective[key]
+
+
+def test_the_issue_examples_are_foreign():
+    assert "loss_type" in _objective_keys("dpo") - _objective_keys("kto")
+    assert "margin" in _objective_keys("reward") - _objective_keys("dpo")
+    assert "reference" not in _objective_keys("reward")
+    assert "z_loss" not in _objective_keys("dpo")
+
+
+def test_cli_refuses_a_foreign_key_in_one_line(tmp_path):
+    r = subprocess.run([sys.executable, "-m", "medjax.train", "--config=configs/kto.py",
+                        f"--workdir={tmp_path}/wd", "--config.objective.loss_type=ipo"],
+                       cwd=ROOT, capture_output=True, text=True, timeout=300,
+                       env=dict(os.environ, JAX_PLATFORMS="cpu"))
+    assert r.returncode != 0 and "loss_type" in r.stderr, r.stderr
+    assert "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "wd").exists()
+
+
+def test_configs_import_the_base_as_a_module():
+    for name in NAMES:
+        text = open(os.path.join(ROOT, "configs", f"{name}.py")).read()
+        assert "sys.path" not in text and "from medjax.configs import" in text
+
+
+def test_base_has_only_the_objectives_keys():
+    assert set(base("reward").objective.keys()) == {"name", "margin", "centering"}
+    assert set(base("pretrain").objective.keys()) == {"name", "z_loss", "neftune_alpha",
+                                                      "loss_chunk_size"}
+
+
+def test_parse_arg():
+    a = parse_arg("llama3_8b", "configs/dpo.py", variants=("llama3_8b", "mistral_7b"))
+    assert a.variant == "llama3_8b"
+    assert parse_arg(None, "configs/dpo.py", variants=("llama3_8b",)).variant == ""
+    b = parse_arg("mistral_7b,steps=20,fast", "x.py", variants=("mistral_7b",), steps=0,
+                  fast=False)
+    assert (b.variant, b.steps, b.fast) == ("mistral_7b", 20, True)
+    with pytest.raises(ValueError, match=r"configs/dpo.py: unknown variant 'llama2' "
+                                         r"\(known: llama3_8b\)"):
+        parse_arg("llama2", "configs/dpo.py", variants=("llama3_8b",))
+    with pytest.raises(ValueError, match="steps='x' is not a int"):
+        parse_arg("steps=x", "x.py", steps=0)
+    with pytest.raises(ValueError, match=r"configs/reward.py: unknown variant 'llama3_70b'"):
+        config_module("reward").get_config("llama3_70b")
+
+
+def test_every_variant_loads():
+    variants = {"pretrain": ["mistral_7b"], "sft": ["llama3_8b", "llama31_8b", "llama3_70b"],
+                "dpo": ["llama3_8b", "llama3_70b", "mistral_7b"],
+                "kto": ["llama3_8b", "llama3_70b", "mistral_7b"], "reward": ["llama3_8b"]}
+    for name, vs in variants.items():
+        for v in vs:
+            c = config_module(name).get_config(v)
+            assert c.model.dtype == "bfloat16" and c.data.sources == ""
