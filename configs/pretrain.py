@@ -26,13 +26,8 @@ def get_config(arg=None):
         c.epochs = 4
         c.steps = 12000  # set from the corpus size: tokens * epochs / 196,608
         c.objective.neftune_alpha = 5.0
-        c.optimizer.lr = 6e-6
-        c.optimizer.min_lr = 1e-8
-        c.optimizer.warmup_steps = 100.0
-        c.optimizer.b2 = 0.95
-        c.optimizer.eps = 1e-5
-        c.optimizer.weight_decay = 0.1
-        c.optimizer.grad_accum = 12
+        c.optimizer.update(lr=6e-6, min_lr=1e-8, warmup_steps=100.0, b2=0.95, eps=1e-5,
+                           weight_decay=0.1, grad_accum=12)
         c.checkpoint.every = 500
         c.eval.every = 250
         c.logging.every = 10

@@ -111,11 +111,12 @@ def _wait_for(predicate, timeout=300):
     assert predicate(), "timed out"
 
 
-def test_sigterm_saves_and_restart_resumes_exactly(data, straight, tmp_path):
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])  # SIGINT: Ctrl-C
+def test_sigterm_saves_and_restart_resumes_exactly(data, straight, tmp_path, sig):
     wd = tmp_path / "preempted"
     proc = _cli(wd, *_flags(data))
     _wait_for(lambda: (wd / "metrics.jsonl").exists() and len(losses(wd)) >= 3)
-    proc.send_signal(signal.SIGTERM)
+    proc.send_signal(sig)
     _finish(proc)
     saved = [int(d) for d in os.listdir(wd / "checkpoints") if d.isdigit()]
     assert max(saved) < 10  # stopped early, with a checkpoint at the step it reached
@@ -283,19 +284,6 @@ def test_a_workdir_of_another_run_is_refused(data, straight):
         run(c, str(straight))
     after = {p: os.path.getmtime(p) for p in (straight / "checkpoints").rglob("*")}
     assert after == before  # nothing of the earlier run was touched
-
-
-def test_sigint_saves_like_sigterm_and_resumes_exactly(data, straight, tmp_path):
-    """Ctrl-C: a checkpoint at the next step boundary, exit 0; the restart is exact."""
-    wd = tmp_path / "interrupted"
-    proc = _cli(wd, *_flags(data))
-    _wait_for(lambda: (wd / "metrics.jsonl").exists() and len(losses(wd)) >= 3)
-    proc.send_signal(signal.SIGINT)
-    _finish(proc)
-    saved = [int(d) for d in os.listdir(wd / "checkpoints") if d.isdigit()]
-    assert max(saved) < 10
-    _finish(_cli(wd, *_flags(data)))
-    _assert_same_run(wd, straight)
 
 
 def test_an_overflowing_learning_rate_stops_at_that_step_without_saving_it(data, tmp_path):
