@@ -185,3 +185,49 @@ def test_trainer_stops_when_a_hook_says_so_or_the_data_ends():
     assert [i.step for i in t.steps()] == [1, 2] and t.stopped == "test"
     t = _fake_trainer(steps=500)
     assert len(list(t.steps())) == 100  # Data ends after 100 batches
+
+
+def test_a_caller_swaps_the_data_between_steps_and_the_resume_is_exact(tmp_path):
+    """The online loop's pattern on the real step: 2 steps on one dataset, new data, 2 more
+    (checkpoint at 4), 2 more; a fresh trainer restored from step 4 with the new data
+    continues with the same losses and parameters."""
+    from conftest import load_config
+
+    from medjax.data.pipeline import pipeline_from_config
+    from medjax.data.samples import path as sample_path
+    from medjax.training.checkpointing import Checkpointer
+    from medjax.training.state import setup
+
+    lines = open(sample_path("pretrain.jsonl")).readlines()
+    first, second = tmp_path / "a.jsonl", tmp_path / "b.jsonl"
+    first.write_text("".join(lines[: len(lines) // 2]))
+    second.write_text("".join(lines[len(lines) // 2:]))
+    config = load_config("pretrain", **{"data.sources": str(first), "steps": 6,
+                                        "batch_size": 8, "seq_len": 64, "mesh.fsdp": 4,
+                                        "mesh.tensor": 2})
+
+    def trainer(sources):
+        s = setup(config)
+        with config.unlocked():
+            config.data.sources = str(sources)
+        t = Trainer(config, s, pipeline_from_config(config, s.tokenizer, None),
+                    checkpointer=Checkpointer(str(tmp_path / "ckpt"), keep=3))
+        t.add_hook(hooks.Checkpoint(t.save), 4)
+        return t
+
+    a = trainer(first)
+    losses = {i.step: float(i.metrics["loss"]) for i in a.steps(until=2)}
+    with config.unlocked():
+        config.data.sources = str(second)
+    a.data = pipeline_from_config(config, a.setup.tokenizer, None)  # the caller's new batches
+    losses.update({i.step: float(i.metrics["loss"]) for i in a.steps()})
+    a.close()
+    assert sorted(losses) == [1, 2, 3, 4, 5, 6]
+
+    b = trainer(second)
+    assert b.restore() == 4
+    again = {i.step: float(i.metrics["loss"]) for i in b.steps()}
+    b.close()
+    assert again == {5: losses[5], 6: losses[6]}, (again, losses)
+    jax.tree.map(lambda x, y: np.testing.assert_array_equal(np.asarray(x), np.asarray(y)),
+                 a.state["params"], b.state["params"])
