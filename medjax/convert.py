@@ -37,6 +37,10 @@ flags.DEFINE_enum("dtype", None, ["float32", "bfloat16", "float16"],
 flags.DEFINE_integer("max_shard_size", 5 * 2**30, "--to=hf: bytes per safetensors file.")
 flags.DEFINE_integer("pad_token_id", None, "--to=hf of a reward model: the pad id written to "
                      "config.json (default: the run's tokenizer's, else the first EOS id).")
+flags.DEFINE_string("tokenizer", None, "--to=hf: the tokenizer to include (llama3, mistral or "
+                    "a directory; default: the one the model was trained with).")
+flags.DEFINE_string("template", None, "--to=hf: the chat template to include (llama3, mistral, "
+                    "alpaca, hf; default: the one the model was trained with).")
 flags.DEFINE_bool("overwrite", False, "Replace an existing destination.")
 flags.mark_flags_as_required(["to", "src", "dst"])
 
@@ -45,43 +49,53 @@ def _warn(msg: str) -> None:
     print(f"medjax.convert: warning: {msg}", file=sys.stderr)
 
 
-def _pad_ids(model, src: str) -> tuple[int | None, int | None]:
-    """(pad id, last id of a response) of the tokenizer and chat template the model was
-    trained with, None where they cannot be had (e.g. a tokenizer directory not on this
-    machine, or a model that records none)."""
+def _data_tools(model, src: str, tokenizer: str | None, template: str | None):
+    """(tokenizer, chat template or None) the model was trained with (or the flags name);
+    (None, None) where none can be had (a model that records none, or a tokenizer
+    directory not on this machine)."""
     from medjax.data.templates import get_template
     from medjax.data.tokenizer import get_tokenizer
 
-    if not model.tokenizer:
+    spec = tokenizer or model.tokenizer
+    if not spec:
+        _warn(f"{src}: the model records no tokenizer, so the export has none; pass "
+              "--tokenizer=llama3|mistral|DIR (and --template) to include it")
         return None, None
     try:
-        tokenizer = get_tokenizer(model.tokenizer)
+        tok = get_tokenizer(spec)
     except (OSError, ValueError, ImportError) as e:
-        _warn(f"{src}: the run's tokenizer {model.tokenizer!r} cannot be loaded ({e})")
+        _warn(f"{src}: the tokenizer {spec!r} cannot be loaded ({e}); the export has none")
         return None, None
-    try:
-        template = get_template(model.template or "auto", tokenizer)
-        end = template.encode_response("Yes.", prompt=[{"role": "user", "content": "Hi"}])[-1]
-    except (OSError, ValueError, ImportError):
-        end = None  # e.g. a pretraining run's tokenizer without a chat template
-    return tokenizer.pad_id, end
+    name = template or model.template
+    if name is None:  # a base model: only a tokenizer directory's own template, if any
+        name = "hf" if getattr(tok, "chat_template", None) else None
+    return tok, get_template(name, tok) if name else None
 
 
 def convert(to: str, src: str, dst: str, *, dtype: str | None = None,
             max_shard_size: int = 5 * 2**30, overwrite: bool = False,
-            pad_token_id: int | None = None) -> None:
+            pad_token_id: int | None = None, tokenizer: str | None = None,
+            template: str | None = None) -> None:
+    import json
+    import os
+
+    import jax
+
+    from medjax.data.hf_export import end_of_turn, save_tokenizer, token_ids
     from medjax.models import load, save_hf
     from medjax.models.checkpoint import save_model
 
     model = load(src, **({"param_dtype": dtype} if dtype else {}))
     if to == "medjax":
         save_model(model.config, model.params, dst, overwrite=overwrite,
-                   tokenizer=model.tokenizer, template=model.template)
+                   tokenizer=tokenizer or model.tokenizer, template=template or model.template)
         return
+    tok, tpl = _data_tools(model, src, tokenizer, template)
+    ids = token_ids(tok, tpl) if tok is not None else {}
     if model.head == "reward":
-        run_pad, end = _pad_ids(model, src)
+        end = end_of_turn(tpl)
         if pad_token_id is None:
-            pad_token_id = run_pad
+            pad_token_id = ids.get("pad_token_id")
         if pad_token_id is None and model.config.eos_token_id:
             _warn(f"pad_token_id defaults to the model's EOS id {model.config.eos_token_id[0]}: "
                   "transformers then scores a row that ends with EOS at the token before "
@@ -91,8 +105,17 @@ def convert(to: str, src: str, dst: str, *, dtype: str | None = None,
                 f"pad_token_id={pad_token_id} ends every response of the run's chat template: "
                 "transformers would score the token before it, not the one the reward head "
                 "was trained on; pass --pad_token_id=ID of a token no response ends with")
+    if pad_token_id is not None:
+        ids["pad_token_id"] = pad_token_id
+    # config.json takes a pad id only when one is asked for or a reward model needs it
+    # (Meta's Llama-3 configs have none); generation_config.json always has it.
     save_hf(model.config, model.params, dst, max_shard_size=max_shard_size,
-            overwrite=overwrite, pad_token_id=pad_token_id)
+            overwrite=overwrite, pad_token_id=pad_token_id,
+            token_ids={k: v for k, v in ids.items() if k != "pad_token_id"})
+    if tok is not None and jax.process_index() == 0:
+        save_tokenizer(tok, tpl, dst)
+        with open(os.path.join(dst, "generation_config.json"), "w") as f:
+            json.dump(ids, f, indent=2)
 
 
 def main(argv):
@@ -100,7 +123,8 @@ def main(argv):
     try:
         convert(FLAGS.to, FLAGS.src, FLAGS.dst, dtype=FLAGS.dtype,
                 max_shard_size=FLAGS.max_shard_size, overwrite=FLAGS.overwrite,
-                pad_token_id=FLAGS.pad_token_id)
+                pad_token_id=FLAGS.pad_token_id, tokenizer=FLAGS.tokenizer,
+                template=FLAGS.template)
     except (OSError, ValueError) as e:
         sys.exit(f"medjax.convert: error: {e}")
     print(f"wrote {FLAGS.dst}")

@@ -115,7 +115,8 @@ class Llama3Tokenizer(_Base):
         import tiktoken
         from tiktoken.load import load_tiktoken_bpe
 
-        model_file = model_file or _package_file("llama_models", "llama3/tokenizer.model")
+        self.model_file = model_file = model_file or _package_file("llama_models",
+                                                                  "llama3/tokenizer.model")
         ranks = load_tiktoken_bpe(model_file)
         names = LLAMA3_NAMED_SPECIALS + [
             f"<|reserved_special_token_{2 + i}|>"
@@ -151,7 +152,7 @@ class SentencePieceTokenizer(_Base):
     def __init__(self, model_file: str | None = None, name: str = "mistral"):
         import sentencepiece as spm
 
-        model_file = model_file or _package_file(*MISTRAL_MODEL)
+        self.model_file = model_file = model_file or _package_file(*MISTRAL_MODEL)
         self.name = name
         self._sp = spm.SentencePieceProcessor(model_file=model_file)
         self._sp_cont = self._without_dummy_prefix(model_file)

@@ -287,7 +287,8 @@ def reward_hf_fields(config: ModelConfig, pad_token_id: int | None = None) -> di
 
 def save_hf(config: ModelConfig, params: dict, path: str | os.PathLike, *,
             dtype: str | None = None, max_shard_size: int = 5 * 2**30,
-            overwrite: bool = False, pad_token_id: int | None = None) -> None:
+            overwrite: bool = False, pad_token_id: int | None = None,
+            token_ids: dict | None = None) -> None:
     """Writes ``config.json`` and safetensors that ``transformers`` loads as-is.
 
     Tensors are gathered and written one at a time (sharded into
@@ -304,7 +305,9 @@ def save_hf(config: ModelConfig, params: dict, path: str | os.PathLike, *,
     with the pad id. The EOS default is wrong for data whose responses end with
     EOS (the ``mistral`` and ``alpaca`` templates): pass the tokenizer's pad id
     there (``python -m medjax.convert`` does, for a training workdir). For a
-    language model, ``pad_token_id`` is written only when given.
+    language model, ``pad_token_id`` is written only when given. ``token_ids``
+    (``bos_token_id``, ``eos_token_id``, ``pad_token_id`` of the tokenizer the model
+    was trained with) replace the config's own.
     """
     path = os.fspath(path)
     writer = jax.process_index() == 0
@@ -313,6 +316,7 @@ def save_hf(config: ModelConfig, params: dict, path: str | os.PathLike, *,
         raise ValueError("parameters hold both 'lm_head' and 'reward_head': a reward model is "
                          "written without its LM head; drop one of them")
     hf_config = config.to_hf(torch_dtype=dtype or config.param_dtype)
+    hf_config.update({k: v for k, v in (token_ids or {}).items() if v is not None})
     if head == "reward":
         hf_config.update(reward_hf_fields(config, pad_token_id))
     elif pad_token_id is not None:

@@ -14,33 +14,9 @@ from medjax.data.templates import (ALPACA_PREAMBLE, AlpacaTemplate, Encoded, HFT
 from medjax.data.tokenizer import (LLAMA3_PATTERN, MISTRAL_MODEL, _package_file,
                                    get_tokenizer)
 
-# Written for these tests: Llama-3's instruct layout.
-LLAMA3_JINJA = (
-    "{{- bos_token }}"
-    "{%- for m in messages %}"
-    "{{- '<|start_header_id|>' + m['role'] + '<|end_header_id|>\\n\\n' + (m['content'] | trim)"
-    " + '<|eot_id|>' }}"
-    "{%- endfor %}"
-    "{%- if add_generation_prompt %}{{- '<|start_header_id|>assistant<|end_header_id|>\\n\\n' }}"
-    "{%- endif %}")
-
-# Written for these tests: Mistral-Instruct v0.1 as mistral-common encodes it, as a
-# string for a tokenizer that starts every text run with "▁" (legacy=True): the
-# "▁" SentencePiece puts before each separately encoded answer is the ' ' here.
-MISTRAL_JINJA = (
-    "{{- bos_token }}"
-    "{%- if messages[0]['role'] == 'system' %}"
-    "{%- set system = messages[0]['content'] | trim %}{%- set turns = messages[1:] %}"
-    "{%- else %}{%- set system = '' %}{%- set turns = messages %}{%- endif %}"
-    "{%- for m in turns %}"
-    "{%- if (m['role'] == 'user') != (loop.index0 % 2 == 0) %}"
-    "{{- raise_exception('roles must alternate user/assistant') }}{%- endif %}"
-    "{%- if m['role'] == 'user' %}"
-    "{%- if loop.first and system %}{%- set text = system + '\\n\\n' + (m['content'] | trim) %}"
-    "{%- else %}{%- set text = m['content'] | trim %}{%- endif %}"
-    "{{- '[INST] ' + text + ' [/INST]' }}"
-    "{%- else %}{{- ' ' + (m['content'] | trim) + eos_token }}{%- endif %}"
-    "{%- endfor %}")
+# The Jinja that exports ship (medjax.data.hf_export): rendered by transformers, it must
+# give the ids of medjax's own templates.
+from medjax.data.hf_export import LLAMA3_JINJA, MISTRAL_JINJA  # noqa: E402
 
 CONV = [
     {"role": "system", "content": "You are a careful medical assistant."},
