@@ -44,7 +44,8 @@ def base(objective: str) -> ml_collections.ConfigDict:
     # (type object, so that --config.data.sources="[{'path': ..., 'weight': 2}, ...]" works too)
     c.data.sources = ml_collections.FieldReference("", field_type=object)
     c.data.eval_sources = ml_collections.FieldReference("", field_type=object)
-    c.data.format = "auto"  # text | messages | sharegpt | alpaca | preference | kto | auto
+    # auto | text | messages | sharegpt | alpaca | prompt_completion | preference | kto
+    c.data.format = "auto"
     # auto: the tokenizer of model.init_from (an HF directory's tokenizer files, or the one a
     # medjax checkpoint / workdir was trained with), else llama3 (mistral for Mistral
     # presets) | llama3 | mistral | a Hugging Face tokenizer directory

@@ -7,10 +7,14 @@ Every parser takes a record (a dict) and returns a normalised example or raises
   text        {"text": str}                                   -> {"text"}
   messages    {"messages": [{"role", "content"}, ...]}       -> {"messages"}
   sharegpt    {"conversations": [{"from", "value"}, ...]}    -> {"messages"}
+  sharegpt    (turns with "role"/"content" keys are read too)
   alpaca      {"instruction", "input"?, "output"}            -> {"messages", "alpaca"}
+  prompt_completion  {"prompt", "completion"} (TRL's SFT layout) -> {"messages"}
   preference  {"prompt"?, "chosen", "rejected"}              -> {"prompt", "chosen", "rejected"}
-              (strings or message lists; without "prompt", chosen/rejected are
-              full conversations whose last message is the assistant response)
+              (strings, or TRL's conversational layout: a prompt as a message list
+              and each response as a list of one assistant message; without
+              "prompt", chosen/rejected are full conversations whose last message
+              is the assistant response)
   kto         {"prompt", "completion", "label": bool}        -> {"prompt", "completion", "label"}
 
 Normalised conversations are lists of ``{"role": "system"|"user"|"assistant",
@@ -86,6 +90,7 @@ def parse_messages(record: dict) -> dict:
 
 
 def parse_sharegpt(record: dict) -> dict:
+    """ShareGPT turns: ``{"from", "value"}``, or ``{"role", "content"}`` as some exports have."""
     conv = record.get("conversations")
     if not isinstance(conv, list) or not conv:
         raise FormatError("conversations", "must be a non-empty list of turns")
@@ -93,6 +98,8 @@ def parse_sharegpt(record: dict) -> dict:
     for i, turn in enumerate(conv):
         if not isinstance(turn, dict):
             raise FormatError(f"conversations[{i}]", "expected an object")
+        if "from" not in turn and "role" in turn:
+            turn = {"from": turn["role"], "value": turn.get("content")}
         role = SHAREGPT_ROLES.get(turn.get("from"))
         if role is None:
             raise FormatError(f"conversations[{i}].from", f"{turn.get('from')!r} is not one of "
@@ -126,15 +133,29 @@ def _prompt(value: Any, field: str) -> list:
 
 
 def _response(value: Any, field: str) -> str:
+    """A response: a string, or (TRL's conversational layout) a list holding one
+    assistant message."""
     if isinstance(value, str):
         if not value.strip():
             raise FormatError(field, "empty response")
         return value
-    msgs = check_conversation(value, field, ends_with="assistant") if isinstance(value, list) \
-        else None
-    if msgs is None or len(msgs) != 1:
-        raise FormatError(field, "expected a string or a single assistant message")
-    return msgs[0]["content"]
+    if not isinstance(value, list) or len(value) != 1 or not isinstance(value[0], dict):
+        raise FormatError(field, "expected a string or a list of one assistant message")
+    role, content = value[0].get("role"), value[0].get("content")
+    if role != "assistant":
+        raise FormatError(f"{field}[0].role", f"is {role!r}, expected 'assistant'")
+    if not isinstance(content, str) or not content.strip():
+        raise FormatError(f"{field}[0].content", "is missing, empty or not a string")
+    return content
+
+
+def parse_prompt_completion(record: dict) -> dict:
+    """TRL's prompt-completion SFT layout: the completion is trained on, the prompt not."""
+    for f in ("prompt", "completion"):
+        if f not in record:
+            raise FormatError(f, "is missing")
+    return {"messages": _prompt(record["prompt"], "prompt") + [
+        {"role": "assistant", "content": _response(record["completion"], "completion")}]}
 
 
 def parse_preference(record: dict) -> dict:
@@ -159,6 +180,8 @@ def parse_preference(record: dict) -> dict:
 
 def parse_kto(record: dict) -> dict:
     label = record.get("label")
+    if isinstance(label, str) and label.strip().lower() in ("true", "false"):  # CSV cells
+        label = label.strip().lower() == "true"
     if not isinstance(label, bool):
         raise FormatError("label", f"is {label!r}, expected true or false")
     if "completion" not in record:
@@ -171,11 +194,12 @@ def parse_kto(record: dict) -> dict:
 
 PARSERS: dict[str, Callable[[dict], dict]] = {
     "text": parse_text, "messages": parse_messages, "sharegpt": parse_sharegpt,
-    "alpaca": parse_alpaca, "preference": parse_preference, "kto": parse_kto,
+    "alpaca": parse_alpaca, "prompt_completion": parse_prompt_completion,
+    "preference": parse_preference, "kto": parse_kto,
 }
 # Which normalised kinds an objective can train on.
 KIND = {"text": "text", "messages": "chat", "sharegpt": "chat", "alpaca": "chat",
-        "preference": "preference", "kto": "kto"}
+        "prompt_completion": "chat", "preference": "preference", "kto": "kto"}
 
 
 def detect_format(record: dict) -> str:
@@ -187,6 +211,8 @@ def detect_format(record: dict) -> str:
         return "preference"
     if "label" in keys and "completion" in keys:
         return "kto"
+    if "prompt" in keys and "completion" in keys:
+        return "prompt_completion"
     if "conversations" in keys:
         return "sharegpt"
     if "messages" in keys:
@@ -196,7 +222,8 @@ def detect_format(record: dict) -> str:
     if "text" in keys:
         return "text"
     raise FormatError("(record)", f"cannot tell the format from fields {sorted(keys)}; set "
-                      "data.format (text, messages, sharegpt, alpaca, preference, kto)")
+                      "data.format (text, messages, sharegpt, alpaca, prompt_completion, "
+                      "preference, kto)")
 
 
 def parse(record: dict, fmt: str = "auto") -> tuple[str, dict]:

@@ -1,4 +1,5 @@
-"""Random-access record sources: JSONL (also .jsonl.gz), Parquet, ArrayRecord.
+"""Random-access record sources: JSONL (also .jsonl.gz), JSON arrays (.json), CSV,
+Parquet, ArrayRecord.
 
 A source's item ``i`` is ``(where, record)``: ``where`` is ``"file:line"`` (or
 ``"file#row"``), ``record`` the decoded dict, or a ``DataError`` instance when
@@ -127,15 +128,64 @@ class ArrayRecordSource:
         return where, _decode(self._src[i], where)
 
 
+class ListSource:
+    """Records read whole into memory: a ``.json`` file holding one array of objects (or
+    JSON Lines under that name), or a ``.csv`` file with a header row (``where`` is the
+    array index, or the CSV line)."""
+
+    def __init__(self, path: str):
+        self.path = path
+        if path.endswith(".csv"):
+            self._items = self._csv(path)
+            return
+        with open(path, "rb") as fh:
+            head = fh.read(4096).lstrip()
+        if not head.startswith(b"["):  # JSON Lines named .json
+            src = JsonlSource(path)
+            self._items = [src[i] for i in range(len(src))]
+            return
+        try:
+            with open(path, encoding="utf-8") as fh:
+                records = json.load(fh)
+        except UnicodeDecodeError as e:
+            raise DataError(f"{path}: not valid UTF-8 ({e.reason} at byte {e.start})") from None
+        except json.JSONDecodeError as e:
+            raise DataError(f"{path}:{e.lineno}: malformed JSON ({e.msg} at column "
+                            f"{e.colno})") from None
+        if not isinstance(records, list):
+            raise DataError(f"{path}: a .json file must hold an array of records (or JSON "
+                            "Lines)")
+        self._items = [(f"{path}[{i}]", r if isinstance(r, dict) else DataError(
+            f"{path}[{i}]: expected a JSON object, got {type(r).__name__}"))
+            for i, r in enumerate(records)]
+
+    @staticmethod
+    def _csv(path: str) -> list:
+        import csv
+        with open(path, newline="", encoding="utf-8") as fh:
+            reader = csv.DictReader(fh)
+            if not reader.fieldnames:
+                raise DataError(f"{path}: a CSV file needs a header row naming its fields")
+            return [(f"{path}:{reader.line_num}", row) for row in reader]
+
+    def __len__(self):
+        return len(self._items)
+
+    def __getitem__(self, i):
+        return self._items[i]
+
+
 def open_file(path: str):
-    if path.endswith((".jsonl", ".jsonl.gz", ".json")):
+    if path.endswith((".jsonl", ".jsonl.gz")):
         return JsonlSource(path)
+    if path.endswith((".json", ".csv")):
+        return ListSource(path)
     if path.endswith(".parquet"):
         return ParquetSource(path)
     if path.endswith((".arrayrecord", ".array_record")) or "array_record" in os.path.basename(path):
         return ArrayRecordSource(path)
-    raise DataError(f"{path}: unknown file type (expected .jsonl, .jsonl.gz, .parquet or "
-                    ".arrayrecord)")
+    raise DataError(f"{path}: unknown file type (expected .jsonl, .jsonl.gz, .json, .csv, "
+                    ".parquet or .arrayrecord)")
 
 
 class ConcatSource:

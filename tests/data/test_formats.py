@@ -1,5 +1,7 @@
 """Record formats: normalisation, auto-detection and field-level errors."""
 
+import json
+
 import pytest
 
 from medjax.data.formats import FormatError, detect_format, parse
@@ -66,3 +68,58 @@ def test_detection():
         detect_format({"question": "?"})
     with pytest.raises(ValueError, match="unknown format 'csv'"):
         parse({"text": "a"}, "csv")
+
+
+# ---------------------------------------------------- layouts TRL users hold (issue 11)
+U = [{"role": "user", "content": "Dose?"}]
+
+
+def _assistant(text):
+    return [{"role": "assistant", "content": text}]
+
+
+def test_trl_conversational_preference_and_kto_layouts():
+    """A prompt as messages, each response a list of one assistant message (TRL's
+    recommended explicit-prompt layout) was refused as 'turn 0 is assistant'."""
+    flat = parse({"prompt": "Dose?", "chosen": "500 mg.", "rejected": "5 g."})
+    trl = parse({"prompt": U, "chosen": _assistant("500 mg."), "rejected": _assistant("5 g.")})
+    assert trl == flat
+    assert parse({"prompt": U, "completion": _assistant("500 mg."), "label": False}) == (
+        "kto", {"prompt": U, "completion": "500 mg.", "label": False})
+    with pytest.raises(FormatError, match=r"field 'chosen\[0\].role': is 'user'"):
+        parse({"prompt": U, "chosen": U, "rejected": _assistant("x")})
+    with pytest.raises(FormatError, match="field 'rejected': expected a string or a list of one"):
+        parse({"prompt": U, "chosen": _assistant("a"), "rejected": _assistant("b") * 2})
+
+
+def test_trl_prompt_completion_sft_layout_and_sharegpt_role_keys():
+    assert parse({"prompt": U, "completion": _assistant("500 mg.")}) == (
+        "prompt_completion", {"messages": U + _assistant("500 mg.")})
+    assert parse({"prompt": "Dose?", "completion": "500 mg."})[1] == {
+        "messages": U + _assistant("500 mg.")}
+    sharegpt = {"conversations": [{"role": "user", "content": "Dose?"},
+                                  {"role": "assistant", "content": "500 mg."}]}
+    assert parse(sharegpt) == ("sharegpt", {"messages": U + _assistant("500 mg.")})
+    with pytest.raises(FormatError, match="field 'completion': is missing"):
+        parse({"prompt": "Dose?"}, "prompt_completion")
+
+
+def test_json_arrays_and_csv_files(tmp_path):
+    from medjax.data.sources import DataError, open_file
+
+    records = [{"prompt": "Dose?", "completion": "500 mg.", "label": True},
+               {"prompt": "Dose?", "completion": "5 g.", "label": False}]
+    (tmp_path / "a.json").write_text(json.dumps(records, indent=2))
+    src = open_file(str(tmp_path / "a.json"))
+    assert len(src) == 2 and src[1] == (f"{tmp_path}/a.json[1]", records[1])
+    (tmp_path / "b.csv").write_text('prompt,completion,label\n"Dose?","500 mg.",true\n'
+                                    'Dose?,"5 g., twice",False\n')
+    src = open_file(str(tmp_path / "b.csv"))
+    assert [w for w, _ in (src[0], src[1])] == [f"{tmp_path}/b.csv:2", f"{tmp_path}/b.csv:3"]
+    assert parse(src[1][1]) == ("kto", {"prompt": U, "completion": "5 g., twice",
+                                        "label": False})
+    (tmp_path / "c.json").write_text('[{"text": "a"},\n {"text": ]')
+    with pytest.raises(DataError, match=r"c.json:2: malformed JSON"):
+        open_file(str(tmp_path / "c.json"))
+    (tmp_path / "d.json").write_text('{"text": "a"}\n{"text": "b"}\n')  # JSON Lines as .json
+    assert len(open_file(str(tmp_path / "d.json"))) == 2
