@@ -16,8 +16,7 @@ from medjax.configs import SAMPLES, base, full_size, parse_arg
 def get_config(arg=None):
     variant = parse_arg(arg, __file__, variants=("mistral_7b",)).variant
     c = base("pretrain")
-    c.data.sources = os.path.join(SAMPLES, "pretrain.jsonl")
-    c.data.eval_sources = os.path.join(SAMPLES, "pretrain_eval.jsonl")
+    c.data.sources = os.path.join(SAMPLES, "pretrain.jsonl")  # held out: pretrain_eval.jsonl
     if variant == "mistral_7b":  # Internist.ai 7b (references section 1), 4 x 80 GB GPUs
         full_size(c, "mistral_7b", tokenizer="mistral")
         c.model.param_dtype = "float32"

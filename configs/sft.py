@@ -18,8 +18,7 @@ from medjax.configs import SAMPLES, base, full_size, parse_arg
 def get_config(arg=None):
     variant = parse_arg(arg, __file__, variants=("llama3_8b", "llama31_8b", "llama3_70b")).variant
     c = base("sft")
-    c.data.sources = os.path.join(SAMPLES, "sft_sharegpt.jsonl")
-    c.data.eval_sources = os.path.join(SAMPLES, "sft_sharegpt_eval.jsonl")
+    c.data.sources = os.path.join(SAMPLES, "sft_sharegpt.jsonl")  # held out: *_eval.jsonl
     if variant:
         full_size(c, variant, tokenizer="llama3")
         c.seq_len = 8192 if variant != "llama3_70b" else 4096

@@ -43,7 +43,9 @@ def base(objective: str) -> ml_collections.ConfigDict:
     # Paths/globs (comma-separated), or a mixture: [{"path": ..., "weight": ..., "format": ...}]
     # (type object, so that --config.data.sources="[{'path': ..., 'weight': 2}, ...]" works too)
     c.data.sources = ml_collections.FieldReference("", field_type=object)
-    c.data.eval_sources = ml_collections.FieldReference("", field_type=object)
+    # Held-out data, evaluated every eval.every steps and at the last. 'auto': the held-out
+    # file shipped with a bundled sample source; none for data you bring (set it).
+    c.data.eval_sources = ml_collections.FieldReference("auto", field_type=object)
     # auto | text | messages | sharegpt | alpaca | prompt_completion | preference | kto
     c.data.format = "auto"
     # auto: the tokenizer of model.init_from (an HF directory's tokenizer files, or the one a
@@ -150,8 +152,7 @@ def full_size(c, preset: str, tokenizer: str = "auto"):
 def tiny_preferences(c, name: str = "preference"):
     """The CPU defaults of the preference objectives: the tiny model on the bundled
     ``{name}.jsonl`` / ``{name}_eval.jsonl`` samples, short rows, 16 examples a step."""
-    c.data.sources = os.path.join(SAMPLES, f"{name}.jsonl")
-    c.data.eval_sources = os.path.join(SAMPLES, f"{name}_eval.jsonl")
+    c.data.sources = os.path.join(SAMPLES, f"{name}.jsonl")  # evaluated on {name}_eval.jsonl
     c.seq_len = 64
     c.batch_size = 16
     c.optimizer.lr = 1e-3

@@ -82,7 +82,8 @@ def main(argv):
         traceback.print_exc()
         _exit_now(None, 130 if isinstance(e, KeyboardInterrupt) else 1)
     if not several or cluster.process_id == 0:
-        print("final:", {k: round(float(v), 4) for k, v in last.items()})
+        print("final:", last.summary() if last else
+              "nothing new (the workdir's run was already complete)")
 
 
 def _parse_or_exit(argv):

@@ -262,6 +262,15 @@ class ShardedBatches:
             it.set_state(state[str(s)])
 
 
+def eval_sources(data_cfg):
+    """``data.eval_sources`` with ``auto`` resolved: the held-out file shipped with a
+    bundled sample source, else "" (no eval set)."""
+    if data_cfg.eval_sources != "auto":
+        return data_cfg.eval_sources
+    from .samples import held_out
+    return held_out(data_cfg.sources)
+
+
 def pipeline_from_config(config, tokenizer, template, *, eval: bool = False,
                          one_pass: bool = False, process_index: int = 0,
                          process_count: int = 1):
@@ -276,7 +285,7 @@ def pipeline_from_config(config, tokenizer, template, *, eval: bool = False,
     if one_pass or eval:
         return build_pipeline(config.data, tokenizer, template, **common,
                               batch_size=config.batch_size // process_count,
-                              sources=config.data.eval_sources if eval else None, num_epochs=1,
+                              sources=eval_sources(config.data) if eval else None, num_epochs=1,
                               shuffle=False, drop_remainder=False, process_index=process_index,
                               process_count=process_count)
     n = data_shards(config, process_count)

@@ -24,6 +24,14 @@ import numpy as np
 log = logging.getLogger(__name__)
 
 
+def _record(results: dict, step: int, values: dict) -> None:
+    """Into the run's results, with the step when they track it (``trainer.Results``)."""
+    if hasattr(results, "record"):
+        results.record(step, values)
+    else:
+        results.update(values)
+
+
 class StopTraining(Exception):
     """Raised by a hook to end the loop after this step (not an error)."""
 
@@ -94,7 +102,7 @@ class LogMetrics:
             out["mfu"] = self.flops_per_token * self.tokens / dt / (
                 self.peak * jax.device_count())
         self.writer.write(info.step, out)
-        self.results.update(out)
+        _record(self.results, info.step, out)
         log.info("step %d: loss %.4f, %.0f tokens/s", info.step, out["loss"],
                  out["tokens_per_second"])
         self._reset(now)
@@ -135,7 +143,7 @@ class Evaluate:
                 return self.run(step, params)
         m = self.evaluator(params)
         self.writer.write(step, m)
-        self.results.update(m)
+        _record(self.results, step, m)
         log.info("step %d: %s", step, m)
         return m
 

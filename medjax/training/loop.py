@@ -7,11 +7,12 @@ checkpoint.
 from __future__ import annotations
 
 import functools
+import logging
 import os
 
 import jax
 
-from ..data.pipeline import pipeline_from_config
+from ..data.pipeline import eval_sources, pipeline_from_config
 from ..data.sources import expand_sources
 from ..data.validate import source_specs
 from . import hooks
@@ -22,6 +23,8 @@ from .metrics import MetricsWriter, device_peak_flops, train_flops_per_token
 from .reference import build_reference
 from .state import Setup, setup
 from .trainer import Trainer
+
+log = logging.getLogger(__name__)
 
 
 def run(config, workdir: str) -> dict:
@@ -36,8 +39,14 @@ def run(config, workdir: str) -> dict:
                              process_count=jax.process_count())
     rows = config.batch_size // jax.process_count()
     passes = {"train": lambda: one_pass(pipe(one_pass=True), rows)()}  # built if needed
-    if config.data.eval_sources:  # built, and its records validated, once
+    held_out = eval_sources(config.data)
+    if held_out:  # built, and its records validated, once
         passes["eval"] = one_pass(pipe(eval=True), rows)
+        log.info("evaluating on data.eval_sources=%r every %d steps and at the last",
+                 held_out, config.eval.every)
+    else:
+        log.warning("no held-out evaluation: data.eval_sources is empty (set it to held-out "
+                    "files)")
     with jax.set_mesh(s.mesh):  # the reference is the *starting* policy
         references = build_reference(
             config, s.unit, s.mesh, s.model_config, s.state["params"], passes=passes,
@@ -59,7 +68,7 @@ def run(config, workdir: str) -> dict:
         evaluate = hooks.Evaluate(Evaluator(
             passes["eval"], s.eval_fn, functools.partial(trainer.device_batch, split="eval"),
             max_batches=config.eval.batches,
-            name=f"data.eval_sources={config.data.eval_sources!r}"), writer, trainer.results
+            name=f"data.eval_sources={held_out!r}"), writer, trainer.results
         ) if "eval" in passes else None
         add_default_hooks(trainer, config, s, writer, evaluate)
         if evaluate and config.eval.at_start and start == 0:
@@ -85,8 +94,8 @@ def add_default_hooks(trainer: Trainer, config, s: Setup, writer, evaluate) -> N
         peak_flops=config.logging.peak_flops or device_peak_flops()))
     if jax.process_index() == 0 and config.logging.progress:
         trainer.add_hook(hooks.ProgressBar(config.steps, trainer.start, results))
-    if evaluate is not None:
-        trainer.add_hook(evaluate, config.eval.every)
+    if evaluate is not None and config.eval.every:  # and always at the last step
+        trainer.add_hook(evaluate, config.eval.every, last=True)
     trainer.add_hook(hooks.Preemption(trainer.save))
     trainer.add_hook(hooks.Checkpoint(trainer.save), config.checkpoint.every, last=True)
 
@@ -103,7 +112,7 @@ def reference_fingerprint(config, s: Setup) -> dict:
         return out
 
     d = config.data
-    return {"train": files(d.sources), "eval": files(d.eval_sources) if d.eval_sources else [],
+    return {"train": files(d.sources), "eval": files(eval_sources(d)) if eval_sources(d) else [],
             "model": s.model.identity, "dtype": s.model_config.dtype,
             "tokenizer": s.tokenizer_spec, "template": getattr(s.template, "name", None),
             "format": d.format, "seq_len": config.seq_len,

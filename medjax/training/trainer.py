@@ -31,6 +31,28 @@ class StepInfo:
     local: dict  # this process's batch (numpy)
 
 
+class Results(dict):
+    """The last logged value of each metric; ``steps[name]`` is the step it was logged at
+    (a run's values come from different steps: the last eval is not the last log)."""
+
+    def __init__(self):
+        super().__init__()
+        self.steps: dict[str, int] = {}
+
+    def record(self, step: int, values: dict) -> None:
+        self.update(values)
+        self.steps.update(dict.fromkeys(values, int(step)))
+
+    def summary(self) -> str:
+        """``step N: name value, ...`` per step, values with 6 significant digits."""
+        by_step: dict = {}
+        for k, v in self.items():
+            by_step.setdefault(self.steps.get(k), []).append(f"{k} {float(v):.6g}")
+        return "; ".join(f"step {s}: " + ", ".join(items) if s is not None else
+                         ", ".join(items) for s, items in sorted(
+                             by_step.items(), key=lambda x: -1 if x[0] is None else x[0]))
+
+
 @dataclasses.dataclass
 class _Hook:
     fn: Callable
@@ -47,7 +69,7 @@ class Trainer:
         self.ckpt = checkpointer
         self.step = self.start = 0
         self.hooks: list[_Hook] = []
-        self.results: dict = {}  # the last logged values of every metric
+        self.results = Results()  # the last logged value of every metric, and its step
         self.stopped: str | None = None  # why a hook stopped the loop
         self._config_dict = config.to_dict()
 

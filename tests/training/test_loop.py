@@ -316,3 +316,30 @@ def test_an_overflowing_learning_rate_stops_at_that_step_without_saving_it(data,
     assert [r["nonfinite_skipped"] for r in rows] == [0, 1, 2]
     assert not (wd / "checkpoints").exists() or not any(
         d.isdigit() for d in os.listdir(wd / "checkpoints"))
+
+
+def test_your_own_data_is_not_evaluated_on_the_bundled_samples(tmp_path, caplog):
+    """Overriding data.sources alone used to evaluate on the bundled held-out file
+    silently; now there is no eval set and the run says so. The eval of a bundled
+    source runs at the last step too, and `final:` says which step each value is from."""
+    from medjax.data.samples import path as sample_path
+    own = tmp_path / "mine.jsonl"
+    own.write_text("".join(open(sample_path("sft_sharegpt.jsonl")).readlines()[:40]))
+    c = load_config("sft", **{"data.sources": str(own), "steps": 2, "seq_len": 64,
+                              "logging.progress": False, "checkpoint.every": 100})
+    with caplog.at_level("WARNING"):
+        last = run(c, str(tmp_path / "own"))
+    assert not any(k.startswith("eval/") for k in last)
+    assert "no held-out evaluation: data.eval_sources is empty" in caplog.text
+    # The bundled source keeps its held-out file; eval.every=25 > steps: evaluated at 0
+    # and at the last step (3).
+    c = load_config("sft", **{"steps": 3, "seq_len": 64, "logging.progress": False,
+                              "logging.every": 2, "checkpoint.every": 100, "eval.batches": 1})
+    last = run(c, str(tmp_path / "bundled"))
+    rows = [json.loads(x) for x in open(tmp_path / "bundled" / "metrics.jsonl")]
+    assert [r["step"] for r in rows if "eval/loss" in r] == [0, 3]
+    assert last.steps["eval/loss"] == 3 and last.steps["loss"] == 3
+    assert "step 3: " in last.summary() and "lr 0.00" in last.summary()
+    with c.unlocked():
+        c.optimizer.lr = 3e-5
+    assert "lr 3e-05" in run(c, str(tmp_path / "small_lr")).summary()

@@ -24,3 +24,16 @@ def path(name: str) -> str:
             f"no bundled sample file {name!r} in {_DIR} "
             "(regenerate with: python medjax/data/samples/build.py)")
     return candidate
+
+
+def held_out(sources) -> str:
+    """The bundled held-out file of a bundled sample source (``X.jsonl`` ->
+    ``X_eval.jsonl``), else "" (``data.eval_sources='auto'``: data a user brings gets no
+    eval set by accident)."""
+    if not isinstance(sources, str) or "," in sources:
+        return ""
+    p = os.path.abspath(sources)
+    candidate = p[: -len(".jsonl")] + "_eval.jsonl" if p.endswith(".jsonl") else ""
+    if os.path.dirname(p) == _DIR and os.path.isfile(candidate):
+        return candidate
+    return ""
