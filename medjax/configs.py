@@ -188,3 +188,63 @@ def ultramedical_preferences(c, variant: str):
     c.checkpoint.every = 500
     c.eval.every = 500
     return c
+
+
+# Names users bring from TRL / transformers' TrainingArguments / axolotl -> medjax keys.
+ALIASES = {
+    "learning_rate": "optimizer.lr", "per_device_train_batch_size": "batch_size",
+    "micro_batch_size": "batch_size", "train_batch_size": "batch_size",
+    "num_train_epochs": "epochs", "num_epochs": "epochs", "max_steps": "steps",
+    "max_length": "seq_len", "max_seq_length": "seq_len", "sequence_len": "seq_len",
+    "gradient_accumulation_steps": "optimizer.grad_accum", "warmup_ratio":
+    "optimizer.warmup_steps", "max_grad_norm": "optimizer.clip_norm", "adam_beta1":
+    "optimizer.b1", "adam_beta2": "optimizer.b2", "adam_epsilon": "optimizer.eps",
+    "model_name_or_path": "model.init_from", "base_model": "model.init_from",
+    "dataset": "data.sources", "datasets": "data.sources", "output_dir": "(--workdir)",
+    "save_steps": "checkpoint.every", "eval_steps": "eval.every", "logging_steps":
+    "logging.every", "rpo_alpha": "objective.sft_weight", "desirable_weight":
+    "objective.desirable_weight", "gradient_checkpointing": "model.remat_policy",
+}
+
+
+def _keys(c, prefix: str = "") -> list[str]:
+    out = []
+    for k, v in c.items():
+        out += _keys(v, f"{prefix}{k}.") if isinstance(v, ml_collections.ConfigDict) \
+            else [f"{prefix}{k}"]
+    return out
+
+
+def closest_key(config, key: str) -> str | None:
+    """The known key a user most likely meant by ``key`` (a dotted path), or None."""
+    import difflib
+    known = _keys(config)
+    leaf = key.rsplit(".", 1)[-1]
+    if leaf in ALIASES:
+        return ALIASES[leaf]
+    same_leaf = [k for k in known if k.rsplit(".", 1)[-1] == leaf]  # right name, wrong group
+    if same_leaf:
+        return same_leaf[0]
+    close = difflib.get_close_matches(key, known, n=1, cutoff=0.6) or difflib.get_close_matches(
+        leaf, [k.rsplit(".", 1)[-1] for k in known], n=1, cutoff=0.6)
+    if close and close[0] not in known:
+        close = [k for k in known if k.rsplit(".", 1)[-1] == close[0]]
+    return close[0] if close else None
+
+
+def check(config) -> None:
+    """Values with a fixed set of choices, checked before anything is built or read (one
+    line naming the key and the choices)."""
+    from .data.formats import PARSERS
+    from .data.templates import KNOWN as TEMPLATES
+    d = config.data
+    choices = {"data.format": (d.format, ("auto",) + tuple(PARSERS)),
+               "data.template": (d.template, ("auto",) + tuple(TEMPLATES)),
+               "data.on_bad_record": (d.on_bad_record, ("error", "skip")),
+               "data.truncation_mode": (d.truncation_mode, ("keep_start", "keep_end"))}
+    for key, (value, allowed) in choices.items():
+        if value not in allowed:
+            raise ValueError(f"{key}={value!r}: expected one of {', '.join(allowed)}")
+    for key in ("steps", "batch_size", "seq_len"):
+        if config[key] < 1 and not (key == "steps" and config.epochs):
+            raise ValueError(f"{key}={config[key]}: must be at least 1")

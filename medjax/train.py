@@ -35,6 +35,8 @@ flags.DEFINE_float("distributed_timeout", 300.0, "Seconds for all processes to c
 flags.DEFINE_integer("heartbeat_timeout", None, "Seconds without a heartbeat after which a "
                      "process counts as dead and the others stop (default: "
                      "MEDJAX_HEARTBEAT_TIMEOUT or 30).")
+flags.DEFINE_bool("print_config", False, "Print the resolved config (the file's values with "
+                  "the --config.* overrides) and exit.")
 flags.mark_flags_as_required(["config"])
 
 
@@ -53,6 +55,9 @@ def _exit_now(message: str | None, status: int = 1):
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    if FLAGS.print_config:
+        print(FLAGS.config)
+        return
     from absl import logging as absl_logging
     if not FLAGS["verbosity"].present:  # quiet library INFO logs; -v=0 shows them
         absl_logging.set_verbosity(absl_logging.WARNING)
@@ -86,12 +91,56 @@ def main(argv):
               "nothing new (the workdir's run was already complete)")
 
 
+def _unknown_key(argv) -> str | None:
+    """'--config.KEY: no such key; did you mean --config.OTHER?' for the first override
+    of a key the config file does not have (None if there is none or the file fails)."""
+    import importlib.util
+
+    from medjax.configs import _keys, closest_key
+    spec_arg = next((a.split("=", 1)[1] for a in argv if a.startswith("--config=")), None)
+    if spec_arg is None:
+        return None
+    path, _, arg = spec_arg.partition(":")
+    try:
+        spec = importlib.util.spec_from_file_location("medjax_user_config", path)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        config = module.get_config(arg or None)
+    except Exception:  # noqa: BLE001 - the file's own error is reported instead
+        return None
+    known = set(_keys(config))
+    for a in argv:
+        if a.startswith("--config.") and "=" in a:
+            key = a[len("--config."):].split("=", 1)[0]
+            if key not in known and not any(k.startswith(key + ".") for k in known):
+                owners = _objectives_with(key)
+                if owners:
+                    return (f"--config.{key}: no such key in {path}: it belongs to the "
+                            f"{' and '.join(owners)} objective, not to "
+                            f"{config.objective.name!r}")
+                hint = closest_key(config, key)
+                return (f"--config.{key}: no such key in {path}"
+                        + (f"; did you mean --config.{hint}?" if hint and not hint.startswith(
+                            "(") else f"; use {hint}" if hint else ""))
+    return None
+
+
+def _objectives_with(key: str) -> list[str]:
+    """The objectives whose configs have ``key`` (e.g. objective.loss_type: dpo)."""
+    from medjax import objectives
+    from medjax.configs import _keys, base
+    return [repr(n) for n in objectives.names() if key in _keys(base(n))]
+
+
 def _parse_or_exit(argv):
     """Parses flags; a bad flag or --config override is one clear line, not a traceback."""
     try:
         return FLAGS(argv)
     except Exception as e:  # noqa: BLE001 - anything raised while reading the config
         msg = e.args[0] if e.args and isinstance(e.args[0], str) else str(e)
+        unknown = None if "Did you mean" in msg else _unknown_key(argv)
+        if unknown:
+            sys.exit(f"medjax.train: error: {unknown}")
         msg = msg.replace("\\n", " ").replace("\\'", "'").strip("'\"")
         if "Traceback" in msg:  # an exception inside a config file: keep its last line
             msg = msg.strip().splitlines()[-1]

@@ -1,6 +1,7 @@
 """configs/*.py: a shared base module, only the objective's own keys, one variant parser."""
 
 import itertools
+import json
 import os
 import subprocess
 import sys
@@ -81,3 +82,45 @@ def test_every_variant_loads():
         for v in vs:
             c = config_module(name).get_config(v)
             assert c.model.dtype == "bfloat16" and c.data.sources == ""
+
+
+def _train(tmp_path, *flags, config="configs/sft.py"):
+    return subprocess.run([sys.executable, "-m", "medjax.train", f"--config={config}",
+                           f"--workdir={tmp_path}/wd", *flags], cwd=ROOT, capture_output=True,
+                          text=True, timeout=300, env=dict(os.environ, JAX_PLATFORMS="cpu"))
+
+
+def test_unknown_keys_get_the_closest_known_key(tmp_path):
+    """--config.optimizer.learning_rate printed only 'error: learning_rate'."""
+    for flag, hint in [("--config.optimizer.learning_rate=1e-5", "--config.optimizer.lr?"),
+                       ("--config.num_train_epochs=3", "--config.epochs?"),
+                       ("--config.data.lr=1", "--config.optimizer.lr?"),
+                       ("--config.objective.margin=1", "belongs to the 'reward' objective")]:
+        r = _train(tmp_path, flag)
+        assert r.returncode != 0 and hint in r.stderr, (flag, r.stderr)
+        assert "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1
+
+
+def test_a_bad_choice_is_a_config_error_before_any_data_is_read(tmp_path):
+    """data.format=jsn was reported as a bad record of the first data file, with advice to
+    skip records."""
+    r = _train(tmp_path, "--config.data.format=jsn")
+    assert r.returncode != 0 and r.stderr.strip().splitlines()[-1] == (
+        "medjax.train: error: data.format='jsn': expected one of auto, text, messages, "
+        "sharegpt, alpaca, prompt_completion, preference, kto")
+    assert not (tmp_path / "wd").exists()
+    r = _train(tmp_path, "--config.data.template=chatml")
+    assert r.returncode != 0 and "data.template='chatml': expected one of" in r.stderr
+
+
+def test_print_config_and_the_workdir_copy(tmp_path):
+    r = _train(tmp_path, "--print_config", "--config.optimizer.lr=2e-5", config="configs/dpo.py")
+    assert r.returncode == 0 and "lr: 2.0e-05" in r.stdout and "loss_type: sigmoid" in r.stdout
+    assert not (tmp_path / "wd").exists()
+    from medjax.training import run
+    c = config_module("pretrain").get_config()
+    c.steps, c.seq_len, c.logging.progress, c.eval.at_start = 1, 64, False, False
+    c.optimizer.lr = 2e-5
+    run(c, str(tmp_path / "run"))
+    saved = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert saved["optimizer"]["lr"] == 2e-5 and saved["objective"]["name"] == "pretrain"

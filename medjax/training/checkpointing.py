@@ -55,6 +55,16 @@ def write_model_meta(workdir: str, config: ModelConfig, head: str, *, objective:
         os.replace(tmp, os.path.join(workdir, WORKDIR_META))
 
 
+def write_config(workdir: str, config) -> None:
+    """The run's resolved config as ``WORKDIR/config.json`` (for the user to read; each
+    checkpoint holds its own copy)."""
+    if jax.process_index() == 0:
+        tmp = os.path.join(workdir, "config.json.tmp")
+        with open(tmp, "w") as f:
+            f.write(config.to_json_best_effort(indent=2, sort_keys=True) + "\n")
+        os.replace(tmp, os.path.join(workdir, "config.json"))
+
+
 def load_run_config(workdir: str) -> dict:
     """The training config (as a dict) saved with the newest checkpoint of a workdir."""
     directory, steps = checkpoint_steps(workdir)

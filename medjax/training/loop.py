@@ -17,7 +17,8 @@ from ..data.sources import expand_sources
 from ..data.validate import source_specs
 from . import hooks
 from .batches import one_pass, to_global
-from .checkpointing import Checkpointer, check_workdir, write_model_meta
+from ..configs import check as check_config
+from .checkpointing import Checkpointer, check_workdir, write_config, write_model_meta
 from .evaluate import Evaluator
 from .metrics import MetricsWriter, device_peak_flops, train_flops_per_token
 from .reference import build_reference
@@ -29,11 +30,13 @@ log = logging.getLogger(__name__)
 
 def run(config, workdir: str) -> dict:
     """Trains according to ``config`` in ``workdir``; returns the last logged metrics."""
+    check_config(config)  # choices, before anything is built or read
     os.makedirs(workdir, exist_ok=True)
     s = setup(config)
     check_workdir(workdir, s.model_config, config.objective.name)
     write_model_meta(workdir, s.model_config, s.unit.head, objective=s.unit.name,
                      tokenizer=s.tokenizer_spec, template=getattr(s.template, "name", None))
+    write_config(workdir, config)
     pipe = functools.partial(pipeline_from_config, config, s.tokenizer, s.template,
                              process_index=jax.process_index(),
                              process_count=jax.process_count())
