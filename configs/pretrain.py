@@ -23,7 +23,7 @@ def get_config(arg=None):
         c.seq_len = 4096
         c.batch_size = 48  # 48 x 4096 = 196,608 tokens, Internist's ~192k tokens per step
         c.epochs = 4
-        c.steps = 12000  # set from the corpus size: tokens * epochs / 196,608
+        c.steps = 0  # from the data: epochs x the batches of one epoch
         c.objective.neftune_alpha = 5.0
         c.optimizer.update(lr=6e-6, min_lr=1e-8, warmup_steps=100.0, b2=0.95, eps=1e-5,
                            weight_decay=0.1, grad_accum=12)

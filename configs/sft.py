@@ -24,7 +24,7 @@ def get_config(arg=None):
         c.seq_len = 8192 if variant != "llama3_70b" else 4096
         c.batch_size = 128  # UltraMedical: global batch 128, packing
         c.epochs = 3
-        c.steps = 10000  # set from the dataset: packed rows * epochs / batch_size
+        c.steps = 0  # from the data: epochs x the batches of one epoch
         c.optimizer.lr = 2e-5 if variant != "llama3_70b" else 1e-5
         c.optimizer.min_lr = 0.0
         c.optimizer.warmup_steps = 0.05

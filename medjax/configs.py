@@ -23,8 +23,8 @@ def base(objective: str) -> ml_collections.ConfigDict:
     unit = objectives.get(objective)
     c = ml_collections.ConfigDict()
     c.seed = 0
-    c.steps = 100
-    c.epochs = 0  # 0: repeat the data until `steps`
+    c.steps = 100  # 0 with epochs > 0: epochs x the batches one epoch of the data makes
+    c.epochs = 0  # 0: repeat the data until `steps`; N: N passes, the steps follow
     c.batch_size = 8  # global: packed sequences, or pairs / examples
     c.seq_len = 256
 
@@ -173,7 +173,7 @@ def ultramedical_preferences(c, variant: str):
     c.data.max_prompt_length = 512
     c.batch_size = 32
     c.epochs = 1
-    c.steps = 3000  # set from the dataset: pairs / 32
+    c.steps = 0  # from the data: epochs x the batches of one epoch
     c.objective.beta = 0.1
     c.optimizer.lr = 3e-7
     c.optimizer.min_lr = 0.0

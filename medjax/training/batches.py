@@ -34,10 +34,15 @@ def pad_rows(local: dict, rows: int) -> dict:
 
 def all_processes(flag: bool) -> np.ndarray:
     """``flag`` of every process (a host-side all-gather; just ``[flag]`` for one)."""
+    return all_processes_values(flag)
+
+
+def all_processes_values(value: int) -> np.ndarray:
+    """``value`` of every process (``[value]`` for one)."""
     if jax.process_count() == 1:
-        return np.array([flag])
+        return np.array([value])
     from jax.experimental import multihost_utils
-    return np.asarray(multihost_utils.process_allgather(np.array(flag)))
+    return np.asarray(multihost_utils.process_allgather(np.array(value)))
 
 
 def synced(batches):

@@ -22,7 +22,7 @@ from .checkpointing import Checkpointer, check_workdir, write_config, write_mode
 from .evaluate import Evaluator
 from .metrics import MetricsWriter, device_peak_flops, train_flops_per_token
 from .reference import build_reference
-from .state import Setup, setup
+from .state import Setup, data_tools, setup
 from .trainer import Trainer
 
 log = logging.getLogger(__name__)
@@ -32,6 +32,8 @@ def run(config, workdir: str) -> dict:
     """Trains according to ``config`` in ``workdir``; returns the last logged metrics."""
     check_config(config)  # choices, before anything is built or read
     os.makedirs(workdir, exist_ok=True)
+    if config.epochs:  # the number of steps (and the schedule) follows from the data
+        plan_steps(config)
     s = setup(config)
     check_workdir(workdir, s.model_config, config.objective.name)
     write_model_meta(workdir, s.model_config, s.unit.head, objective=s.unit.name,
@@ -101,6 +103,42 @@ def add_default_hooks(trainer: Trainer, config, s: Setup, writer, evaluate) -> N
         trainer.add_hook(evaluate, config.eval.every, last=True)
     trainer.add_hook(hooks.Preemption(trainer.save))
     trainer.add_hook(hooks.Checkpoint(trainer.save), config.checkpoint.every, last=True)
+
+
+def plan_steps(config) -> int:
+    """``config.steps`` from ``config.epochs``: the batches one epoch of the training data
+    makes (the real pipeline: every data shard packed or padded as in training, the
+    shortest shard deciding, every process agreeing) times the epochs. A ``steps`` other
+    than 0 must agree with it. Later epochs are shuffled differently and may pack into a
+    few rows more or less; the run stops when the data ends."""
+    import numpy as np
+
+    from .batches import all_processes_values
+    _, tokenizer, template = data_tools(config)
+    one = config.copy_and_resolve_references()
+    one.epochs = 1
+    batches, real, tokens = 0, 0, 0
+    for local in pipeline_from_config(one, tokenizer, template,
+                                      process_index=jax.process_index(),
+                                      process_count=jax.process_count()):
+        batches += 1
+        real += int(np.sum(local["segment_ids"] != 0))
+        tokens += local["segment_ids"].size
+    batches = int(all_processes_values(batches).min())
+    if not batches:
+        raise ValueError(f"data.sources: one epoch of the training data makes no full batch of "
+                         f"{config.batch_size} (use a smaller batch_size or more data)")
+    steps = batches * config.epochs
+    if config.steps and config.steps != steps:
+        raise ValueError(f"steps={config.steps} and epochs={config.epochs} disagree: "
+                         f"{config.epochs} epochs of the data are {steps} steps ({batches} a "
+                         "epoch); set --config.steps=0 to let epochs decide, or epochs=0")
+    log.info("data: %d steps per epoch (%d rows of %d tokens a step, %.0f%% real tokens in "
+             "this process's rows), %d epochs -> %d steps", batches, config.batch_size,
+             config.seq_len, 100 * real / max(tokens, 1), config.epochs, steps)
+    with config.unlocked():
+        config.steps = steps
+    return steps
 
 
 def reference_fingerprint(config, s: Setup) -> dict:

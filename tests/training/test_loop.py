@@ -343,3 +343,38 @@ def test_your_own_data_is_not_evaluated_on_the_bundled_samples(tmp_path, caplog)
     with c.unlocked():
         c.optimizer.lr = 3e-5
     assert "lr 3e-05" in run(c, str(tmp_path / "small_lr")).summary()
+
+
+def test_epochs_set_the_steps_and_the_schedule(tmp_path):
+    """--config.epochs=2 on a 30-conversation file trained one step at lr 0 and exited 0:
+    the steps and the cosine schedule ignored the data. Now 2 epochs = 2 x the batches
+    of one epoch (counted here through the same pipeline), warmup as a fraction of them,
+    and the schedule ends at min_lr on the last step."""
+    from medjax.data.pipeline import pipeline_from_config
+    from medjax.data.samples import path as sample_path
+    from medjax.training.state import data_tools
+
+    own = tmp_path / "mine.jsonl"
+    own.write_text("".join(open(sample_path("sft_sharegpt.jsonl")).readlines()[:30]))
+    kw = {"data.sources": str(own), "epochs": 2, "steps": 0, "seq_len": 128, "batch_size": 4,
+          "mesh.fsdp": 4, "mesh.tensor": 2,
+          "logging.every": 1, "logging.progress": False, "checkpoint.every": 100,
+          "optimizer.warmup_steps": 0.25, "optimizer.min_lr": 1e-4}
+    c = load_config("sft", **kw)
+    _, tok, tpl = data_tools(c)
+    one = c.copy_and_resolve_references()
+    one.epochs = 1
+    per_epoch = sum(1 for _ in pipeline_from_config(one, tok, tpl))
+    assert per_epoch >= 3
+    run(c, str(tmp_path / "wd"))
+    rows = [json.loads(x) for x in open(tmp_path / "wd" / "metrics.jsonl") if "lr" in x]
+    assert c.steps == 2 * per_epoch
+    assert [r["step"] for r in rows][-1] >= 2 * per_epoch - 1  # a re-shuffled epoch may pack
+    lrs = [r["lr"] for r in rows]                               # one row fewer
+    assert lrs[0] == 0.0 and max(lrs) == pytest.approx(c.optimizer.lr, rel=1e-6)
+    assert lrs.index(max(lrs)) == int(0.25 * 2 * per_epoch)  # warmup: a quarter of the steps
+    if rows[-1]["step"] == 2 * per_epoch:
+        assert lrs[-1] < c.optimizer.lr / 2  # the cosine is near its end, not at step 1
+    with pytest.raises(ValueError, match=r"steps=5 and epochs=2 disagree: 2 epochs of the data "
+                                         rf"are {2 * per_epoch} steps"):
+        run(load_config("sft", **{**kw, "steps": 5}), str(tmp_path / "wd2"))
