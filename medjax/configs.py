@@ -245,6 +245,6 @@ def check(config) -> None:
     for key, (value, allowed) in choices.items():
         if value not in allowed:
             raise ValueError(f"{key}={value!r}: expected one of {', '.join(allowed)}")
-    for key in ("steps", "batch_size", "seq_len"):
-        if config[key] < 1 and not (key == "steps" and config.epochs):
+    for key in ("batch_size", "seq_len"):  # steps=0: evaluate only (eval.at_start)
+        if config[key] < 1:
             raise ValueError(f"{key}={config[key]}: must be at least 1")
