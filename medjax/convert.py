@@ -37,10 +37,10 @@ flags.DEFINE_enum("dtype", None, ["float32", "bfloat16", "float16"],
 flags.DEFINE_integer("max_shard_size", 5 * 2**30, "--to=hf: bytes per safetensors file.")
 flags.DEFINE_integer("pad_token_id", None, "--to=hf of a reward model: the pad id written to "
                      "config.json (default: the run's tokenizer's, else the first EOS id).")
-flags.DEFINE_string("tokenizer", None, "--to=hf: the tokenizer to include (llama3, mistral or "
-                    "a directory; default: the one the model was trained with).")
-flags.DEFINE_string("template", None, "--to=hf: the chat template to include (llama3, mistral, "
-                    "alpaca, hf; default: the one the model was trained with).")
+for _name, _choices in (("tokenizer", "llama3, mistral or a directory"),
+                        ("template", "llama3, mistral, alpaca or hf")):
+    flags.DEFINE_string(_name, None, f"--to=hf: the {_name} to include ({_choices}; default: "
+                        "the one the model was trained with).")
 flags.DEFINE_bool("overwrite", False, "Replace an existing destination.")
 flags.mark_flags_as_required(["to", "src", "dst"])
 
