@@ -1,4 +1,4 @@
-"""Preference objectives: DPO and its variants, SimPO and ORPO (TRL's definitions).
+"""Preference objectives: DPO and its variants, SimPO and ORPO (TRL 1.x definitions).
 
 Batches come from the preference pipeline: arrays ``[pairs, 2, seq_len]`` with
 the chosen response at ``[:, 0]`` and the rejected one at ``[:, 1]``; one
@@ -10,6 +10,14 @@ is a pure function of the policy parameters and the batch.
 Notation (references section 4): ``cr = logp(chosen) - ref(chosen)``,
 ``rr = logp(rejected) - ref(rejected)``, ``d = cr - rr``; sequence logps are
 sums over response tokens.
+
+The two negative log-likelihood terms follow TRL 1.x (checked against its
+``DPOTrainer`` ``loss_type="sft"`` and ``experimental.orpo.ORPOTrainer``): one
+token mean over the whole batch, not a mean of per-sequence means.
+``sft_weight`` (TRL: ``loss_type=["sigmoid", "sft"]``, ``loss_weights=[1, w]``)
+averages over every chosen response token of the batch; ORPO's NLL averages
+over every token of the chosen sequences, prompt included, as the ORPO
+authors' code and TRL's ``ORPOTrainer`` do.
 """
 
 from __future__ import annotations
@@ -35,18 +43,29 @@ def flatten_pairs(batch: dict) -> dict:
             if k in ("input_ids", "segment_ids", "positions", "loss_mask")}
 
 
-def sequence_logps(config: ModelConfig, params, batch: dict, *,
-                   chunk_size: int = 1024) -> tuple[jax.Array, jax.Array]:
-    """Sum of response-token log-probs and response length, both ``[pairs, 2]``."""
+def sequence_logps(config: ModelConfig, params, batch: dict, *, chunk_size: int = 1024,
+                   chosen_nll: bool = False):
+    """Sum of response-token log-probs and response length, both ``[pairs, 2]``.
+
+    With ``chosen_nll``, also the summed NLL and the count of every predicted
+    token of the chosen sequences (prompt and response: ORPO's NLL term).
+    """
     rows = flatten_pairs(batch)
     hidden = forward_hidden(config, params, rows["input_ids"], segment_ids=rows["segment_ids"],
                             positions=rows["positions"])
     targets, weights = next_token_targets(rows)
+    computed = weights
+    if chosen_nll:
+        _, every = next_token_targets({k: v for k, v in rows.items() if k != "loss_mask"})
+        every = every * (jnp.arange(every.shape[0]) % 2 == 0)[:, None]  # chosen rows only
+        computed = jnp.maximum(weights, every)
     nll, _ = token_nll(hidden, lm_head_kernel(config, params), targets, chunk_size=chunk_size,
-                       weights_bt=weights)
+                       weights_bt=computed)
     pairs = batch["input_ids"].shape[0]
     logps = -(nll * weights).sum(-1).reshape(pairs, 2)
     lengths = weights.sum(-1).reshape(pairs, 2)
+    if chosen_nll:
+        return logps, lengths, ((nll * every).sum(), every.sum())
     return logps, lengths
 
 
@@ -56,7 +75,8 @@ def pair_losses(loss_type: str, policy: jax.Array, reference: jax.Array | None,
     """Per-pair losses and the implicit rewards (chosen, rejected), all ``[pairs]``.
 
     ``policy`` / ``reference``: summed sequence logps ``[pairs, 2]``; ``lengths``:
-    response token counts ``[pairs, 2]``.
+    response token counts ``[pairs, 2]``. For ORPO this is the odds-ratio term
+    only; ``dpo_loss`` adds its NLL, a token mean over the batch.
     """
     eps = label_smoothing
     avg = policy / jnp.maximum(lengths, 1.0)
@@ -69,8 +89,7 @@ def pair_losses(loss_type: str, policy: jax.Array, reference: jax.Array | None,
         # log odds of the length-normalised probability p: log p - log(1 - p)
         log_odds = (avg[:, 0] - avg[:, 1]) - (jnp.log1p(-jnp.exp(avg[:, 0]))
                                               - jnp.log1p(-jnp.exp(avg[:, 1])))
-        nll = -avg[:, 0]
-        losses = nll - beta * log_sigmoid(log_odds)
+        losses = -beta * log_sigmoid(log_odds)
         return losses, beta * avg[:, 0], beta * avg[:, 1]
 
     ratios = policy - reference  # [pairs, 2]: cr, rr
@@ -112,7 +131,11 @@ def dpo_loss(config: ModelConfig, params, batch: dict, rng=None, *, loss_type: s
     (padding rows of a short final batch have no response tokens).
     """
     del rng
-    policy, lengths = sequence_logps(config, params, batch, chunk_size=chunk_size)
+    if loss_type == "orpo":
+        policy, lengths, (nll_sum, nll_count) = sequence_logps(
+            config, params, batch, chunk_size=chunk_size, chosen_nll=True)
+    else:
+        policy, lengths = sequence_logps(config, params, batch, chunk_size=chunk_size)
     reference = None if loss_type in REFERENCE_FREE else batch["ref_logps"]
     losses, r_chosen, r_rejected = pair_losses(loss_type, policy, reference, lengths, beta=beta,
                                                label_smoothing=label_smoothing, gamma=gamma)
@@ -122,8 +145,11 @@ def dpo_loss(config: ModelConfig, params, batch: dict, rng=None, *, loss_type: s
     def mean(x):
         return (x * real).sum() / n
 
-    if sft_weight:
-        losses = losses + sft_weight * (-policy[:, 0] / jnp.maximum(lengths[:, 0], 1.0))
+    loss = mean(losses)
+    if loss_type == "orpo":  # TRL: NLL over the chosen sequences' tokens, prompt included
+        loss = loss + nll_sum / jnp.maximum(nll_count, 1.0)
+    if sft_weight:  # TRL's "sft" loss: NLL over all chosen response tokens of the batch
+        loss = loss + sft_weight * (-policy[:, 0].sum() / jnp.maximum(lengths[:, 0].sum(), 1.0))
     metrics = {
         "rewards/chosen": mean(r_chosen),
         "rewards/rejected": mean(r_rejected),
@@ -133,7 +159,7 @@ def dpo_loss(config: ModelConfig, params, batch: dict, rng=None, *, loss_type: s
         "logps/rejected": mean(policy[:, 1]),
         "weight": real.sum(),
     }
-    return mean(losses), metrics
+    return loss, metrics
 
 
 # --------------------------------------------------------------------------- unit
@@ -144,7 +170,7 @@ def _dpo_config(c) -> None:
     o.beta = 0.1  # for orpo: its lambda
     o.label_smoothing = 0.0
     o.gamma = 0.0  # simpo's margin
-    o.sft_weight = 0.0  # adds the chosen response's NLL
+    o.sft_weight = 0.0  # adds w x NLL of the chosen responses (TRL loss_type "sft", rpo_alpha)
     o.reference = "frozen"  # frozen | precompute | a model directory
     o.loss_chunk_size = 1024
 

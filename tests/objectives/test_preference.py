@@ -28,7 +28,7 @@ def reference_losses(loss_type, pol, ref, lengths, beta, eps, gamma):
     if loss_type == "orpo":
         ac, ar = pc / lc, pr / lr
         log_odds = (ac - np.log(1 - np.exp(ac))) - (ar - np.log(1 - np.exp(ar)))
-        return -ac - beta * np_logsig(log_odds)
+        return -beta * np_logsig(log_odds)  # dpo_loss adds the NLL (a batch token mean)
     cr, rr = pc - ref[:, 0], pr - ref[:, 1]
     d = cr - rr
     if loss_type == "sigmoid":
@@ -138,3 +138,60 @@ def test_policy_equal_to_reference_gives_log2_and_zero_rewards():
     np.testing.assert_allclose(loss, np.log(2), rtol=1e-6)
     for k in ("rewards/chosen", "rewards/rejected", "rewards/margins"):
         assert abs(float(m[k])) < 1e-6
+
+
+def _pairs_batch(examples, length):
+    """Several (prompt, chosen, rejected) pairs -> one ``[pairs, 2, length]`` batch."""
+    parts = [_pair_batch(p, c, r, length) for p, c, r in examples]
+    return {k: np.concatenate([b[k] for b in parts]) for k in parts[0]}
+
+
+@pytest.mark.parametrize("loss_type,sft_weight", [("sigmoid", 0.7), ("orpo", 0.0)])
+def test_nll_terms_are_trl_token_means(hf_case, loss_type, sft_weight):
+    """TRL 1.x's procedure written out in float64 torch on the transformers model:
+    DPO + ``loss_type="sft"`` (weight w) takes one cross-entropy mean over every chosen
+    response token of the batch; ORPOTrainer one mean over every token of the chosen
+    sequences, prompt included (labels = input ids, shifted). Pairs of very different
+    lengths make a mean of per-pair means differ from it."""
+    import torch
+    import torch.nn.functional as F
+    from medjax.models import load_hf
+    path, model, _ = hf_case("llama_gqa")
+    config, params = load_hf(path)
+    rs = np.random.RandomState(7)
+    examples = [(rs.randint(0, 256, p).tolist(), rs.randint(0, 256, c).tolist(),
+                 rs.randint(0, 256, r).tolist()) for p, c, r in ((3, 2, 11), (12, 14, 4),
+                                                               (6, 5, 8))]
+    batch = _pairs_batch(examples, 32)
+    beta = 0.1
+    ref = np.random.RandomState(8).normal(-60, 5, (3, 2))
+    if loss_type != "orpo":
+        batch["ref_logps"] = jnp.asarray(ref, jnp.float32)
+    got, _ = dpo_loss(config, params, batch, loss_type=loss_type, beta=beta,
+                      sft_weight=sft_weight)
+
+    model64 = model.double()
+    sums, counts, chosen_ce = np.zeros((3, 2)), np.zeros((3, 2)), []
+    for i, (prompt, chosen, rejected) in enumerate(examples):
+        for r, resp in enumerate((chosen, rejected)):
+            ids = torch.tensor([prompt + resp])
+            with torch.no_grad():
+                logits = model64(ids).logits[0, :-1]
+            labels = ids[0, 1:]
+            ce = F.cross_entropy(logits, labels, reduction="none")
+            sums[i, r] = -float(ce[len(prompt) - 1:].sum())
+            counts[i, r] = len(resp)
+            if r == 0:
+                chosen_ce.append((ce if loss_type == "orpo" else ce[len(prompt) - 1:]).numpy())
+    token_mean = float(np.concatenate(chosen_ce).mean())
+    if loss_type == "orpo":
+        avg = sums / counts
+        log_odds = ((avg[:, 0] - np.log1p(-np.exp(avg[:, 0])))
+                    - (avg[:, 1] - np.log1p(-np.exp(avg[:, 1]))))
+        want = token_mean - (beta * np_logsig(log_odds)).mean()
+    else:
+        d = (sums[:, 0] - ref[:, 0]) - (sums[:, 1] - ref[:, 1])
+        want = (-np_logsig(beta * d)).mean() + sft_weight * token_mean
+    np.testing.assert_allclose(float(got), want, rtol=2e-5)
+    per_pair_mean = np.mean([c.mean() for c in chosen_ce])
+    assert abs(per_pair_mean - token_mean) > 1e-3  # the case tells the two definitions apart
