@@ -29,15 +29,15 @@ def base(objective: str) -> ml_collections.ConfigDict:
     c.seq_len = 256
 
     c.model = ml_collections.ConfigDict()
-    c.model.preset = "llama3_tiny"
+    c.model.preset = "llama3_tiny"  # the architecture when not loading one (init_from)
     # A Hugging Face directory, a medjax model checkpoint or a medjax.train workdir
     c.model.init_from = ""
     c.model.vocab_size = 128256  # 0: the preset's / checkpoint's own
-    c.model.param_dtype = "float32"
-    c.model.dtype = "float32"
-    c.model.remat_policy = "none"
-    c.model.scan_layers = True
-    c.model.attention = "xla"
+    c.model.param_dtype = "float32"  # stored weights: float32 | bfloat16 | float16
+    c.model.dtype = "float32"  # compute: float32 | bfloat16 | float16
+    c.model.remat_policy = "none"  # activation recomputation: none | full | dots | dots_no_batch
+    c.model.scan_layers = True  # layers as one scanned block (fast compiles)
+    c.model.attention = "xla"  # xla | cudnn (fused, GPU)
 
     c.data = ml_collections.ConfigDict()
     # Paths/globs (comma-separated), or a mixture: [{"path": ..., "weight": ..., "format": ...}]
@@ -48,6 +48,9 @@ def base(objective: str) -> ml_collections.ConfigDict:
     c.data.eval_sources = ml_collections.FieldReference("auto", field_type=object)
     # auto | text | messages | sharegpt | alpaca | prompt_completion | preference | kto
     c.data.format = "auto"
+    # Your field names: medjax's name=yours, comma-separated (e.g. "prompt=question,
+    # completion=answer"; role=... and content=... name the keys inside messages)
+    c.data.fields = ml_collections.FieldReference("", field_type=object)  # or a dict
     # auto: the tokenizer of model.init_from (an HF directory's tokenizer files, or the one a
     # medjax checkpoint / workdir was trained with), else llama3 (mistral for Mistral
     # presets) | llama3 | mistral | a Hugging Face tokenizer directory
@@ -56,12 +59,12 @@ def base(objective: str) -> ml_collections.ConfigDict:
     # directory's own, else the tokenizer family's) | llama3 | mistral | alpaca | hf
     c.data.template = "auto"
     c.data.on_bad_record = "error"  # error: stop before training; skip: skip and count
-    c.data.max_bad_fraction = 0.01
+    c.data.max_bad_fraction = 0.01  # with on_bad_record=skip: the most that may be bad
     c.data.max_prompt_length = 512  # preference / KTO prompts
     c.data.truncation_mode = "keep_end"  # which end of a long prompt to keep: keep_start|keep_end
     c.data.num_workers = 0  # Grain worker processes for tokenisation (0: in the main process)
-    # Logical data shards (0: one per process). The global batch depends on this, not on the
-    # number of processes: keep it fixed to resume on a different number of hosts.
+    # Logical data shards (0: gcd(batch_size, 8), or one per process past 8 processes). The
+    # global batch depends on this, not on the number of processes.
     c.data.shards = 0
 
     c.objective = ml_collections.ConfigDict()
@@ -69,39 +72,40 @@ def base(objective: str) -> ml_collections.ConfigDict:
     unit.add_config(c)
 
     c.optimizer = ml_collections.ConfigDict()
-    c.optimizer.lr = 3e-3
-    c.optimizer.min_lr = 3e-4
+    c.optimizer.lr = 3e-3  # AdamW peak learning rate, after linear warmup
+    c.optimizer.min_lr = 3e-4  # cosine decay ends here at `steps`
     c.optimizer.warmup_steps = 10.0  # steps; below 1: a fraction of `steps`
     c.optimizer.b1 = 0.9
     c.optimizer.b2 = 0.95
     c.optimizer.eps = 1e-8
     c.optimizer.weight_decay = 0.1
-    c.optimizer.decay_embeddings = True
-    c.optimizer.clip_norm = 1.0
-    c.optimizer.grad_accum = 1
+    c.optimizer.decay_embeddings = True  # weight decay on the embeddings too
+    c.optimizer.clip_norm = 1.0  # global gradient norm clipping (0: none)
+    c.optimizer.grad_accum = 1  # micro-batches per step (batch_size / grad_accum rows each)
     # A step whose loss or gradient norm is NaN/inf is not applied and stops the run;
     # N > 0 skips up to N such steps instead (counted as `nonfinite_skipped`).
     c.optimizer.skip_nonfinite = 0
 
     c.mesh = ml_collections.ConfigDict()
-    c.mesh.data = 1
-    c.mesh.fsdp = -1
-    c.mesh.tensor = 1
+    # Device mesh axes; their product is the device count (-1: the rest)
+    c.mesh.data = 1  # replicas (batch split, weights copied)
+    c.mesh.fsdp = -1  # batch and weights split
+    c.mesh.tensor = 1  # heads and MLP split (within a host)
 
     c.checkpoint = ml_collections.ConfigDict()
-    c.checkpoint.every = 50
-    c.checkpoint.keep = 2
-    c.checkpoint.async_save = True
+    c.checkpoint.every = 50  # steps (and always at the last)
+    c.checkpoint.keep = 2  # newest checkpoints kept in WORKDIR/checkpoints
+    c.checkpoint.async_save = True  # write while training continues
 
     c.logging = ml_collections.ConfigDict()
-    c.logging.every = 10
-    c.logging.tensorboard = True
-    c.logging.progress = True
+    c.logging.every = 10  # steps between metrics.jsonl lines (and always the last)
+    c.logging.tensorboard = True  # also WORKDIR/tensorboard event files
+    c.logging.progress = True  # a progress bar on the console
     c.logging.peak_flops = 0.0  # per device; 0: known GPUs from their datasheet, else no MFU
 
     c.eval = ml_collections.ConfigDict()
-    c.eval.every = 25
-    c.eval.at_start = True
+    c.eval.every = 25  # steps between evaluations (and always at the last); 0: none
+    c.eval.at_start = True  # also before the first step
     c.eval.batches = 0  # 0: the whole eval set
     return c
 
@@ -215,6 +219,49 @@ def _keys(c, prefix: str = "") -> list[str]:
     return out
 
 
+def key_comments(objective: str) -> dict[str, str]:
+    """Each key's comment where ``base`` and the objective's unit define it: the trailing
+    ``# ...`` of its line, else the comment lines right above it."""
+    import inspect
+    import re
+    from . import objectives
+    out: dict[str, str] = {}
+    assign = re.compile(r"^\s*(c|o)\.([\w.]+)\s*=[^=](.*)$")
+    for fn in (base, objectives.get(objective).add_config):
+        above: list[str] = []
+        for line in inspect.getsource(fn).splitlines():
+            stripped = line.strip()
+            if stripped.startswith("#"):
+                above.append(stripped.lstrip("#").strip())
+                continue
+            m = assign.match(line)
+            if m:
+                key = ("objective." if m.group(1) == "o" else "") + m.group(2)
+                text = m.group(3).partition("  # ")[2].strip() or " ".join(above)
+                if text:
+                    out[key] = text
+            above = []
+    return out
+
+
+def describe_keys(config) -> str:
+    """``  --config.KEY=DEFAULT  # what it is`` for every key of ``config``."""
+    import textwrap
+    comments = key_comments(config.objective.name)
+    lines = []
+    for key in _keys(config):
+        node = config
+        for part in key.split("."):
+            node = node[part]
+        line = f"  --config.{key}={node!r}"
+        if key in comments:
+            lines += textwrap.wrap(comments[key], 100, initial_indent=f"{line:<46}  # ",
+                                   subsequent_indent=" " * 48 + "# ")
+        else:
+            lines.append(line)
+    return "\n".join(lines)
+
+
 def closest_key(config, key: str) -> str | None:
     """The known key a user most likely meant by ``key`` (a dotted path), or None."""
     import difflib
@@ -245,6 +292,8 @@ def check(config) -> None:
     for key, (value, allowed) in choices.items():
         if value not in allowed:
             raise ValueError(f"{key}={value!r}: expected one of {', '.join(allowed)}")
+    from .data.formats import field_map
+    field_map(d.fields)
     for key in ("batch_size", "seq_len"):  # steps=0: evaluate only (eval.at_start)
         if config[key] < 1:
             raise ValueError(f"{key}={config[key]}: must be at least 1")

@@ -91,12 +91,10 @@ def main(argv):
               "nothing new (the workdir's run was already complete)")
 
 
-def _unknown_key(argv) -> str | None:
-    """'--config.KEY: no such key; did you mean --config.OTHER?' for the first override
-    of a key the config file does not have (None if there is none or the file fails)."""
+def _config_file(argv):
+    """(path, config) of ``--config=PATH[:ARG]`` in argv, loaded without the overrides;
+    None if there is no such flag or the file fails (its own error is reported later)."""
     import importlib.util
-
-    from medjax.configs import _keys, closest_key
     spec_arg = next((a.split("=", 1)[1] for a in argv if a.startswith("--config=")), None)
     if spec_arg is None:
         return None
@@ -105,9 +103,19 @@ def _unknown_key(argv) -> str | None:
         spec = importlib.util.spec_from_file_location("medjax_user_config", path)
         module = importlib.util.module_from_spec(spec)
         spec.loader.exec_module(module)
-        config = module.get_config(arg or None)
-    except Exception:  # noqa: BLE001 - the file's own error is reported instead
+        return path, module.get_config(arg or None)
+    except Exception:  # noqa: BLE001
         return None
+
+
+def _unknown_key(argv) -> str | None:
+    """'--config.KEY: no such key; did you mean --config.OTHER?' for the first override
+    of a key the config file does not have (None if there is none or the file fails)."""
+    from medjax.configs import _keys, closest_key
+    loaded = _config_file(argv)
+    if loaded is None:
+        return None
+    path, config = loaded
     known = set(_keys(config))
     for a in argv:
         if a.startswith("--config.") and "=" in a:
@@ -132,8 +140,28 @@ def _objectives_with(key: str) -> list[str]:
     return [repr(n) for n in objectives.names() if key in _keys(base(n))]
 
 
+HELP_FLAGS = ("--help", "-h", "-?", "--helpshort", "--helpfull")
+
+
+def _help(argv) -> None:
+    """absl's flag help, then the keys of the --config file with defaults and comments."""
+    from medjax.configs import describe_keys
+    app.usage(shorthelp=True, writeto_stdout=True)
+    loaded = _config_file(argv)
+    if loaded is None:
+        print("\nWith --config=FILE[:VARIANT], --help also lists that config's keys "
+              "(--config.KEY=VALUE), their defaults and what they mean.")
+    else:
+        path, config = loaded
+        print(f"\nkeys of {path} (override with --config.KEY=VALUE; defaults shown):")
+        print(describe_keys(config))
+
+
 def _parse_or_exit(argv):
     """Parses flags; a bad flag or --config override is one clear line, not a traceback."""
+    if any(a in HELP_FLAGS for a in argv[1:]):
+        _help(argv)
+        sys.exit(0)
     try:
         return FLAGS(argv)
     except Exception as e:  # noqa: BLE001 - anything raised while reading the config

@@ -9,7 +9,7 @@ import sys
 import pytest
 from conftest import ROOT, config_module
 
-from medjax.configs import base, parse_arg
+from medjax.configs import _keys, base, parse_arg
 
 NAMES = ["pretrain", "sft", "dpo", "kto", "reward"]
 
@@ -124,3 +124,21 @@ def test_print_config_and_the_workdir_copy(tmp_path):
     run(c, str(tmp_path / "run"))
     saved = json.loads((tmp_path / "run" / "config.json").read_text())
     assert saved["optimizer"]["lr"] == 2e-5 and saved["objective"]["name"] == "pretrain"
+
+
+def test_help_lists_the_configs_keys_with_defaults_and_meaning(tmp_path):
+    """--help listed the absl flags only: no config key."""
+    r = _train(tmp_path, "--help", config="configs/dpo.py")
+    assert r.returncode == 0, r.stderr
+    out = r.stdout
+    assert "--workdir" in out  # absl's flag help first
+    keys = [line.split("=", 1)[0].strip() for line in out.splitlines()
+            if line.startswith("  --config.")]
+    want = {f"--config.{k}" for k in _keys(config_module("dpo").get_config())}
+    assert set(keys) == want
+    line = next(x for x in out.splitlines() if x.startswith("  --config.objective.loss_type="))
+    assert "'sigmoid'" in line and "# sigmoid | hinge" in line
+    assert any(x.startswith("  --config.data.shards=0 ") and "gcd(batch_size, 8)" in x
+               for x in out.splitlines())
+    r = _train(tmp_path, "--help", config="configs/nope.py")  # no such file: flags only
+    assert r.returncode == 0 and "--config=FILE" in r.stdout and "Traceback" not in r.stderr

@@ -223,13 +223,80 @@ def detect_format(record: dict) -> str:
         return "text"
     raise FormatError("(record)", f"cannot tell the format from fields {sorted(keys)}; set "
                       "data.format (text, messages, sharegpt, alpaca, prompt_completion, "
-                      "preference, kto)")
+                      "preference, kto), or map your field names with data.fields (e.g. "
+                      "prompt=question,completion=answer)")
 
 
-def parse(record: dict, fmt: str = "auto") -> tuple[str, dict]:
-    """(format, normalised example) of ``record``."""
+# Field names ``data.fields`` may map to a dataset's own names (role and content: the keys
+# inside each message).
+FIELD_NAMES = ("text", "messages", "conversations", "instruction", "input", "output", "prompt",
+               "completion", "chosen", "rejected", "label", "role", "content")
+_MESSAGE_LISTS = ("messages", "conversations", "prompt", "completion", "chosen", "rejected")
+
+
+def field_map(fields: Any) -> dict[str, str]:
+    """``data.fields``: ``{medjax name: the dataset's name}``, as a mapping or as a string
+    ``"prompt=question,completion=answer"``; {} when empty."""
+    if not fields:
+        return {}
+    if isinstance(fields, str):
+        pairs = [p.partition("=") for p in fields.split(",") if p.strip()]
+        if any(not eq or not v.strip() for _, eq, v in pairs):
+            raise ValueError(f"data.fields={fields!r}: expected NAME=COLUMN pairs separated "
+                             "by commas, e.g. prompt=question,completion=answer")
+        fields = {k.strip(): v.strip() for k, _, v in pairs}
+    try:
+        fields = {str(k): str(v) for k, v in dict(fields).items()}
+    except (TypeError, ValueError):
+        raise ValueError(f"data.fields={fields!r}: expected a mapping or NAME=COLUMN pairs, "
+                         "e.g. prompt=question,completion=answer") from None
+    unknown = sorted(set(fields) - set(FIELD_NAMES))
+    if unknown:
+        raise ValueError(f"data.fields: {unknown} not among the names it can map "
+                         f"({', '.join(FIELD_NAMES)})")
+    return fields
+
+
+def _rename(record: dict, fields: dict[str, str]) -> dict:
+    """The dataset's field names -> medjax's (``fields``: medjax name -> dataset name)."""
+    top = {theirs: ours for ours, theirs in fields.items() if ours not in ("role", "content")}
+    out = {top.get(k, k): v for k, v in record.items()}
+    inner = {fields[k]: k for k in ("role", "content") if k in fields}
+    if inner:
+        for k in _MESSAGE_LISTS:
+            if isinstance(out.get(k), list):
+                out[k] = [{inner.get(a, a): b for a, b in m.items()} if isinstance(m, dict)
+                          else m for m in out[k]]
+    return out
+
+
+def _their_field(field: str, fields: dict[str, str]) -> str:
+    """A field path in medjax's names -> the dataset's (for error messages)."""
+    head, sep, rest = field.partition("[")
+    head = fields.get(head, head) if head not in ("role", "content") else head
+    for k in ("role", "content"):
+        if k in fields:
+            rest = rest.replace(f".{k}", f".{fields[k]}")
+    return head + sep + rest
+
+
+def parse(record: dict, fmt: str = "auto", fields: dict[str, str] | None = None
+          ) -> tuple[str, dict]:
+    """(format, normalised example) of ``record``; ``fields`` maps medjax's field names
+    to the record's (``field_map``), and errors name the record's own fields."""
     if not isinstance(record, dict):
         raise FormatError("(record)", f"expected a JSON object, got {type(record).__name__}")
+    if fields:
+        try:
+            record = _rename(record, fields)
+            if fmt == "auto":  # a record missing a mapped field: the mapping tells the format
+                try:
+                    fmt = detect_format(record)
+                except FormatError:
+                    fmt = detect_format({k: None for k in fields if k not in ("role", "content")})
+            return parse(record, fmt)
+        except FormatError as e:
+            raise FormatError(_their_field(e.field, fields), str(e).split(": ", 1)[1]) from None
     if fmt == "auto":
         fmt = detect_format(record)
     if fmt not in PARSERS:

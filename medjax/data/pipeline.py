@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 from typing import Any, Sequence
 
 import grain
@@ -171,6 +172,13 @@ def _rename_packed(batch):
             "positions": batch["input_ids_positions"], "loss_mask": batch["loss_mask"]}
 
 
+# Open bins first-fit packing fills at once. At least 16 even when a data shard's batch
+# is 1 row (batch_size 8 over 8 shards): 1 bin packed 81% real tokens on the SFT
+# sample, 16 bins 93% (1 shard of 8 rows: 92%).
+MIN_PACKING_BINS = 16
+DEFAULT_SHARDS = 8  # data.shards=0: gcd(batch_size, 8): the same on 1, 2, 4 or 8 processes
+
+
 def build_pipeline(data_cfg, tokenizer, template, *, objective: str, seq_len: int,
                    batch_size: int, seed: int, sources: Any = None,
                    num_epochs: int | None = None, shuffle: bool = True,
@@ -211,7 +219,7 @@ def build_pipeline(data_cfg, tokenizer, template, *, objective: str, seq_len: in
             it = it.map(KeepStart(seq_len))
         it = grain_exp.FirstFitPackIterDataset(
             it, length_struct={"input_ids": seq_len, "loss_mask": seq_len},
-            num_packing_bins=batch_size, seed=seed, shuffle_bins=shuffle)
+            num_packing_bins=max(batch_size, MIN_PACKING_BINS), seed=seed, shuffle_bins=shuffle)
         return it.batch(batch_size, drop_remainder=drop_remainder).map(_rename_packed)
     it = it.batch(batch_size, drop_remainder=drop_remainder)
     if kind == "kto":
@@ -220,11 +228,17 @@ def build_pipeline(data_cfg, tokenizer, template, *, objective: str, seq_len: in
 
 
 def data_shards(config, process_count: int) -> int:
-    """The number of logical data shards: ``data.shards``, or one per process."""
-    n = config.data.shards or process_count
+    """The number of logical data shards: ``data.shards``, or (0) the largest divisor of
+    ``batch_size`` that divides 8, so the global batch is the same on 1, 2, 4 or 8
+    processes; one per process when that is not a multiple of the process count."""
+    n = config.data.shards
+    if not n:
+        n = math.gcd(config.batch_size, DEFAULT_SHARDS)
+        if n % process_count:
+            n = process_count
     if n < 1 or n % process_count:
         raise ValueError(f"data.shards={config.data.shards}: must be a multiple of the "
-                         f"process count {process_count} (0: one shard per process)")
+                         f"process count {process_count} (0: gcd(batch_size, 8))")
     if config.batch_size % n:
         raise ValueError(f"batch_size={config.batch_size} is not divisible by data.shards={n}")
     return n

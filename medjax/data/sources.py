@@ -1,5 +1,6 @@
 """Random-access record sources: JSONL (also .jsonl.gz), JSON arrays (.json), CSV,
-Parquet, ArrayRecord.
+Parquet, Arrow (.arrow; a Hugging Face ``datasets`` ``save_to_disk`` folder is read as
+its .arrow files), ArrayRecord.
 
 A source's item ``i`` is ``(where, record)``: ``where`` is ``"file:line"`` (or
 ``"file#row"``), ``record`` the decoded dict, or a ``DataError`` instance when
@@ -34,7 +35,8 @@ def expand_sources(sources: str | Sequence[str]) -> list[str]:
         matches = sorted(glob.glob(os.path.expanduser(pattern)))
         if not matches:
             raise DataError(f"{pattern}: no file matches this data source")
-        files.extend(matches)
+        for m in matches:
+            files.extend(saved_dataset_files(m) if os.path.isdir(m) else [m])
     if not files:
         raise DataError("no data sources given")
     return files
@@ -82,6 +84,49 @@ class JsonlSource:
                 raw = fh.readline()
         where = f"{self.path}:{lineno}"
         return where, _decode(raw, where)
+
+
+def saved_dataset_files(path: str) -> list[str]:
+    """The .arrow files of a ``datasets.Dataset.save_to_disk`` folder, in order."""
+    state = os.path.join(path, "state.json")
+    if os.path.exists(os.path.join(path, "dataset_dict.json")):
+        splits = sorted(d for d in os.listdir(path)
+                        if os.path.exists(os.path.join(path, d, "state.json")))
+        split = "train" if "train" in splits or not splits else splits[0]
+        raise DataError(f"{path}: a saved DatasetDict with splits {splits}; name one, e.g. "
+                        f"{os.path.join(path, split)}")
+    if not os.path.exists(state):
+        raise DataError(f"{path}: a directory, but not a saved Hugging Face dataset (no "
+                        "state.json); name its files or a glob such as DIR/*.jsonl")
+    try:
+        with open(state) as fh:
+            names = [f["filename"] for f in json.load(fh)["_data_files"]]
+    except (ValueError, KeyError, TypeError) as e:
+        raise DataError(f"{state}: not a datasets state file ({e})") from None
+    return [os.path.join(path, n) for n in names]
+
+
+class ArrowSource:
+    """An Arrow IPC file (stream or file format, as ``datasets`` writes them), memory-mapped;
+    each row a record."""
+
+    def __init__(self, path: str):
+        import pyarrow as pa
+        self.path = path
+        try:
+            source = pa.memory_map(path)
+            try:
+                self._table = pa.ipc.open_stream(source).read_all()
+            except pa.ArrowInvalid:
+                self._table = pa.ipc.open_file(pa.memory_map(path)).read_all()
+        except (pa.ArrowInvalid, OSError) as e:
+            raise DataError(f"{path}: not a readable Arrow file ({e})") from None
+
+    def __len__(self):
+        return self._table.num_rows
+
+    def __getitem__(self, i):
+        return f"{self.path}#{i}", self._table.slice(i, 1).to_pylist()[0]
 
 
 class ParquetSource:
@@ -182,10 +227,12 @@ def open_file(path: str):
         return ListSource(path)
     if path.endswith(".parquet"):
         return ParquetSource(path)
+    if path.endswith(".arrow"):
+        return ArrowSource(path)
     if path.endswith((".arrayrecord", ".array_record")) or "array_record" in os.path.basename(path):
         return ArrayRecordSource(path)
     raise DataError(f"{path}: unknown file type (expected .jsonl, .jsonl.gz, .json, .csv, "
-                    ".parquet or .arrayrecord)")
+                    ".parquet, .arrow, .arrayrecord, or a datasets save_to_disk folder)")
 
 
 class ConcatSource:

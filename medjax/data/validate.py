@@ -8,7 +8,7 @@ import dataclasses
 import logging
 from typing import Any
 
-from .formats import KIND, parse
+from .formats import KIND, field_map, parse
 from .sources import ConcatSource, DataError, expand_sources
 
 log = logging.getLogger(__name__)
@@ -62,6 +62,7 @@ class ValidatedSource:
         self.source_number = source_number
         self.source = ConcatSource(expand_sources(spec.path))
         self.format = spec.format or data_cfg.format
+        self.fields = field_map(data_cfg.get("fields"))
         indices = range(process_index, len(self.source), process_count)
         self.bad = BadRecords(total=len(indices))
         self.dropped = BadRecords(total=len(indices))  # valid, but the prompt leaves no room
@@ -97,6 +98,11 @@ class ValidatedSource:
             log.warning("%s: dropped %d of %d examples whose prompt leaves no room for a "
                         "response within seq_len (first: %s)", spec.path, self.dropped.count,
                         self.dropped.total, self.dropped.examples)
+        if not self.good and not indices:
+            raise DataError(f"{spec.path}: {len(self.source)} records do not reach data shard "
+                            f"{process_index} of {process_count} (every shard reads every "
+                            f"{process_count}th record; set --config.data.shards to at most "
+                            f"{len(self.source)}, or add records)")
         if not self.good:
             raise DataError(f"{spec.path}: no usable records for data shard {process_index} "
                             f"of {process_count}")
@@ -105,7 +111,7 @@ class ValidatedSource:
         """Raises for a bad record; False for a valid one that cannot be used."""
         if isinstance(record, DataError):
             raise record
-        fmt, example = parse(record, self.format)
+        fmt, example = parse(record, self.format, self.fields)
         if KIND[fmt] != kind:
             raise DataError(f"{where}: a {fmt!r} record cannot train a {kind!r} objective "
                             "(set data.format or use other data)")
@@ -116,7 +122,7 @@ class ValidatedSource:
 
     def __getitem__(self, i):
         where, record = self.source[self.good[i]]
-        fmt, example = parse(record, self.format)
+        fmt, example = parse(record, self.format, self.fields)
         example["where"] = where
         # A stable id: (source number, record number), e.g. to look up precomputed values.
         example["id"] = (self.source_number << 40) + self.good[i]

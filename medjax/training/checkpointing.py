@@ -73,6 +73,18 @@ def load_run_config(workdir: str) -> dict:
         return ckptr.restore(path)
 
 
+def saved_data_shards(workdir: str) -> int | None:
+    """The number of data shards the newest checkpoint of ``workdir`` was written with
+    (None: no checkpoint)."""
+    try:
+        directory, steps = checkpoint_steps(workdir)
+        names = os.listdir(os.path.join(directory, str(steps[-1]), "data"))
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    counts = {int(m.group(1)) for f in names if (m := re.fullmatch(r"shard_\d+-of-(\d+)\.json", f))}
+    return counts.pop() if len(counts) == 1 else None
+
+
 class DataShardsHandler:
     """Orbax handler for a ``ShardedBatches`` iterator: every process writes the
     Grain state of each data shard it owns as ``shard_S-of-N.json`` into the

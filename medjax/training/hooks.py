@@ -109,23 +109,51 @@ class LogMetrics:
 
 
 class ProgressBar:
-    """A tqdm bar on process 0 with the last logged loss and tokens/s."""
+    """A tqdm bar on process 0 with the last logged loss, tokens/s and an ETA from the
+    measured step time (tqdm's own would count dispatched steps, which run ahead of
+    the device). While it is open, medjax's log lines go through ``tqdm.write`` (above
+    the bar, never glued onto it)."""
 
     def __init__(self, total: int, initial: int, results: dict):
         from tqdm import tqdm
         self.results = results
         self.bar = tqdm(total=total, initial=initial, desc="train", unit="step",
-                        dynamic_ncols=True)
+                        dynamic_ncols=True,
+                        bar_format="{l_bar}{bar}| {n_fmt}/{total_fmt} [{elapsed}{postfix}]")
+        self.logger = logging.getLogger("medjax")
+        self.handler = _TqdmLogHandler(self.bar)
+        self.propagate = self.logger.propagate
+        self.logger.addHandler(self.handler)
+        self.logger.propagate = False
 
     def __call__(self, info) -> None:
         self.bar.update(1)
         if "loss" in self.results:
+            left = max(self.bar.total - self.bar.n, 0) * self.results["step_time"]
             self.bar.set_postfix(loss=f"{self.results['loss']:.4f}",
                                  tok_s=f"{self.results['tokens_per_second']:.0f}",
-                                 refresh=False)
+                                 eta=self.bar.format_interval(left), refresh=False)
 
     def close(self):
+        self.logger.removeHandler(self.handler)
+        self.logger.propagate = self.propagate
         self.bar.close()
+
+
+class _TqdmLogHandler(logging.Handler):
+    """Log records written above a tqdm bar, in absl's format."""
+
+    def __init__(self, bar):
+        super().__init__()
+        from absl.logging import PythonFormatter
+        self.bar = bar
+        self.setFormatter(PythonFormatter())
+
+    def emit(self, record):
+        try:
+            self.bar.write(self.format(record), file=self.bar.fp)
+        except Exception:  # noqa: BLE001 - logging must never stop training
+            self.handleError(record)
 
 
 class Evaluate:

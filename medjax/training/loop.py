@@ -12,13 +12,14 @@ import os
 
 import jax
 
-from ..data.pipeline import eval_sources, pipeline_from_config
+from ..data.pipeline import data_shards, eval_sources, pipeline_from_config
 from ..data.sources import expand_sources
 from ..data.validate import source_specs
 from . import hooks
 from .batches import one_pass, to_global
 from ..configs import check as check_config
-from .checkpointing import Checkpointer, check_workdir, write_config, write_model_meta
+from .checkpointing import (Checkpointer, check_workdir, saved_data_shards, write_config,
+                            write_model_meta)
 from .evaluate import Evaluator
 from .metrics import MetricsWriter, device_peak_flops, train_flops_per_token
 from .reference import build_reference
@@ -32,6 +33,7 @@ def run(config, workdir: str) -> dict:
     """Trains according to ``config`` in ``workdir``; returns the last logged metrics."""
     check_config(config)  # choices, before anything is built or read
     os.makedirs(workdir, exist_ok=True)
+    keep_data_shards(config, workdir)
     if config.epochs:  # the number of steps (and the schedule) follows from the data
         plan_steps(config)
     s = setup(config)
@@ -86,6 +88,19 @@ def run(config, workdir: str) -> dict:
         if writer is not None:
             writer.close()
     return trainer.results
+
+
+def keep_data_shards(config, workdir: str) -> None:
+    """With ``data.shards`` at its default (0), a resumed run keeps the shard count its
+    checkpoint was written with (runs before the default became gcd(batch_size, 8)
+    had one per process), so it continues with the same global batches."""
+    saved = saved_data_shards(workdir)
+    if config.data.shards or not saved or saved == data_shards(config, jax.process_count()):
+        return
+    if saved % jax.process_count() == 0 and config.batch_size % saved == 0:
+        log.info("data.shards=%d, as in the checkpoint being resumed", saved)
+        with config.unlocked():
+            config.data.shards = saved
 
 
 def add_default_hooks(trainer: Trainer, config, s: Setup, writer, evaluate) -> None:
@@ -156,5 +171,5 @@ def reference_fingerprint(config, s: Setup) -> dict:
     return {"train": files(d.sources), "eval": files(eval_sources(d)) if eval_sources(d) else [],
             "model": s.model.identity, "dtype": s.model_config.dtype,
             "tokenizer": s.tokenizer_spec, "template": getattr(s.template, "name", None),
-            "format": d.format, "seq_len": config.seq_len,
+            "format": d.format, "fields": d.fields, "seq_len": config.seq_len,
             "max_prompt_length": d.max_prompt_length, "truncation_mode": d.truncation_mode}

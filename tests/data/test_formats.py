@@ -123,3 +123,57 @@ def test_json_arrays_and_csv_files(tmp_path):
         open_file(str(tmp_path / "c.json"))
     (tmp_path / "d.json").write_text('{"text": "a"}\n{"text": "b"}\n')  # JSON Lines as .json
     assert len(open_file(str(tmp_path / "d.json"))) == 2
+
+
+def test_data_fields_map_a_datasets_own_names():
+    """question/answer columns were refused: no way to name which field is which."""
+    from medjax.data.formats import field_map
+    fields = field_map("prompt=question,completion=answer")
+    assert parse({"question": "Dose?", "answer": "500 mg."}, "auto", fields) == (
+        "prompt_completion", {"messages": U + _assistant("500 mg.")})
+    with pytest.raises(FormatError, match="field 'answer': is missing"):
+        parse({"question": "Dose?"}, "auto", fields)
+    with pytest.raises(FormatError, match="cannot tell the format.*data.fields"):
+        parse({"question": "Dose?", "answer": "500 mg."})
+    # message keys too, and errors in the dataset's own names
+    fields = field_map({"messages": "dialog", "role": "speaker", "content": "text"})
+    dialog = [{"speaker": "user", "text": "Dose?"}, {"speaker": "assistant", "text": "500 mg."}]
+    assert parse({"dialog": dialog}, "auto", fields) == (
+        "messages", {"messages": U + _assistant("500 mg.")})
+    with pytest.raises(FormatError, match=r"field 'dialog\[1\].speaker': 'bot' is not"):
+        parse({"dialog": [dialog[0], {"speaker": "bot", "text": "x"}]}, "auto", fields)
+    for bad, msg in [("prompt", "NAME=COLUMN"), ("question=prompt", "not among the names"),
+                     (42, "expected a mapping")]:
+        with pytest.raises(ValueError, match=msg):
+            field_map(bad)
+
+
+def test_saved_hf_datasets_and_arrow_files(tmp_path):
+    """datasets.save_to_disk folders and .arrow files were an unknown file type."""
+    datasets = pytest.importorskip("datasets")
+    from medjax.data.sources import ConcatSource, DataError, expand_sources, open_file
+    rows = [{"prompt": "Dose?", "chosen": "500 mg.", "rejected": "5 g."},
+            {"prompt": [{"role": "user", "content": "Dose?"}],
+             "chosen": [{"role": "assistant", "content": "500 mg."}],
+             "rejected": [{"role": "assistant", "content": "5 g."}]}]
+    for i, r in enumerate(rows):
+        datasets.Dataset.from_list([r] * 3).save_to_disk(str(tmp_path / f"ds{i}"))
+        src = ConcatSource(expand_sources(str(tmp_path / f"ds{i}")))
+        assert len(src) == 3
+        where, record = src[2]
+        assert where.endswith(".arrow#2")
+        assert parse(record)[1] == {"prompt": U, "chosen": "500 mg.", "rejected": "5 g."}
+    arrow = expand_sources(str(tmp_path / "ds0"))[0]
+    assert arrow.endswith(".arrow") and len(open_file(arrow)) == 3
+    whole = datasets.DatasetDict(train=datasets.Dataset.from_list(rows[:1]),
+                                 test=datasets.Dataset.from_list(rows[:1]))
+    whole.save_to_disk(str(tmp_path / "dd"))
+    with pytest.raises(DataError, match=r"DatasetDict with splits \['test', 'train'\].*dd/train"):
+        expand_sources(str(tmp_path / "dd"))
+    assert len(ConcatSource(expand_sources(str(tmp_path / "dd" / "train")))) == 1
+    (tmp_path / "plain").mkdir()
+    with pytest.raises(DataError, match="not a saved Hugging Face dataset"):
+        expand_sources(str(tmp_path / "plain"))
+    (tmp_path / "bad.arrow").write_bytes(b"not arrow at all")
+    with pytest.raises(DataError, match="bad.arrow: not a readable Arrow file"):
+        open_file(str(tmp_path / "bad.arrow"))

@@ -271,12 +271,12 @@ def _losses(workdir) -> dict[int, float]:
 
 @pytest.mark.slow
 def test_two_processes_equal_one_and_their_checkpoint_resumes_in_one(tmp_path):
-    """2 processes x 2 devices == 1 process x 4 devices, step by step (same data.shards,
-    so the same global batches); then the 2-process checkpoint at step 3 restores in
+    """2 processes x 2 devices == 1 process x 4 devices, step by step, with data.shards
+    left at its default (the same global batches on any process count); then the 2-process checkpoint at step 3 restores in
     1 process on another mesh (2 devices, tensor=2) and continues with the 2-process
     run's losses."""
     import shutil
-    run = {**TINY_SFT, "steps": 6, "checkpoint.every": 3, "data.shards": 2}
+    run = {**TINY_SFT, "steps": 6, "checkpoint.every": 3}
     two = tmp_path / "two"
     r = launch_local(2, train_cmd(two, **run), devices=2, log_dir=tmp_path / "logs")
     assert r.returncode == 0, r.output[-4000:]
@@ -313,13 +313,13 @@ def test_two_process_dpo_with_precomputed_reference_and_uneven_eval(tmp_path):
     """9 eval pairs over 2 processes with 4 rows each: process 0 has 2 eval batches,
     process 1 one, so it feeds an empty batch rather than leaving process 0 alone in a
     collective; the precomputed reference table holds every process's examples. Losses
-    and eval metrics equal a 1-process run with the same data shards."""
+    and eval metrics equal a 1-process run (data.shards at its default)."""
     samples = os.path.join(ROOT, "medjax", "data", "samples")
     with open(os.path.join(samples, "preference_eval.jsonl")) as f:
         (tmp_path / "eval.jsonl").write_text("".join(f.readlines()[:9]))
     run = {"steps": 2, "batch_size": 8, "eval.every": 2, "eval.at_start": True,
            "logging.every": 1, "logging.progress": False, "checkpoint.every": 2,
-           "data.shards": 2, "objective.reference": "precompute",
+           "objective.reference": "precompute",
            "data.eval_sources": str(tmp_path / "eval.jsonl")}
     two = tmp_path / "two"
     r = launch_local(2, train_cmd(two, "dpo", **run), devices=2, log_dir=tmp_path / "logs")
