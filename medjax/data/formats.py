@@ -17,18 +17,25 @@ Every parser takes a record (a dict) and returns a normalised example or raises
               is the assistant response)
   kto         {"prompt", "completion", "label": bool}        -> {"prompt", "completion", "label"}
 
-Normalised conversations are lists of ``{"role": "system"|"user"|"assistant",
-"content": str}``; preference/KTO prompts are conversations ending with a user
-turn and responses are assistant strings.
+Normalised conversations are lists of ``{"role": "system"|"user"|"assistant"|"tool",
+"content": str}`` (a ``tool`` message holds a tool's output, after the assistant
+message that called it; it is context, never trained on); preference/KTO prompts
+are conversations ending with a user (or tool) turn and responses are assistant
+strings.
 """
 
 from __future__ import annotations
 
 from typing import Any, Callable
 
-ROLES = ("system", "user", "assistant")
+ROLES = ("system", "user", "assistant", "tool")
 SHAREGPT_ROLES = {"system": "system", "human": "user", "user": "user", "gpt": "assistant",
-                  "assistant": "assistant"}
+                  "assistant": "assistant", "tool": "tool", "observation": "tool",
+                  "function_call": "assistant"}
+# After each role, the roles that may come next (after an optional system message; the
+# first turn is the user's): a tool message answers an assistant's tool call, and the
+# assistant then goes on.
+NEXT = {"user": ("assistant",), "assistant": ("user", "tool"), "tool": ("tool", "assistant")}
 
 
 class FormatError(ValueError):
@@ -50,7 +57,8 @@ def _string(record: dict, field: str, *, allow_empty: bool = False) -> str:
     return value
 
 
-def check_conversation(messages: list, field: str, *, ends_with: str | None = "assistant") -> list:
+def check_conversation(messages: list, field: str, *,
+                       ends_with: tuple[str, ...] | None = ("assistant",)) -> list:
     """Validates roles and contents; returns the list of {role, content} dicts."""
     if not isinstance(messages, list) or not messages:
         raise FormatError(field, "must be a non-empty list of messages")
@@ -72,12 +80,13 @@ def check_conversation(messages: list, field: str, *, ends_with: str | None = "a
         out.append({"role": role, "content": content})
     turns = [m["role"] for m in out if m["role"] != "system"]
     for i, role in enumerate(turns):
-        expected = "user" if i % 2 == 0 else "assistant"
-        if role != expected:
+        allowed = ("user",) if i == 0 else NEXT[turns[i - 1]]
+        if role not in allowed:
             raise FormatError(field, f"roles must alternate user/assistant after an optional "
-                              f"system message; turn {i} is {role!r}")
-    if ends_with and (not turns or turns[-1] != ends_with):
-        raise FormatError(field, f"the last message must be from the {ends_with}")
+                              f"system message (tool messages only after an assistant "
+                              f"message); turn {i} is {role!r}")
+    if ends_with and (not turns or turns[-1] not in ends_with):
+        raise FormatError(field, f"the last message must be from the {' or '.join(ends_with)}")
     return out
 
 
@@ -129,7 +138,7 @@ def _prompt(value: Any, field: str) -> list:
         if not value.strip():
             raise FormatError(field, "is empty")
         return [{"role": "user", "content": value}]
-    return check_conversation(value, field, ends_with="user")
+    return check_conversation(value, field, ends_with=("user", "tool"))
 
 
 def _response(value: Any, field: str) -> str:

@@ -23,7 +23,8 @@ import tempfile
 LLAMA3_JINJA = (
     "{{- bos_token }}"
     "{%- for m in messages %}"
-    "{{- '<|start_header_id|>' + m['role'] + '<|end_header_id|>\\n\\n' + (m['content'] | trim)"
+    "{{- '<|start_header_id|>' + ('ipython' if m['role'] == 'tool' else m['role'])"
+    " + '<|end_header_id|>\\n\\n' + (m['content'] | trim)"
     " + '<|eot_id|>' }}"
     "{%- endfor %}"
     "{%- if add_generation_prompt %}{{- '<|start_header_id|>assistant<|end_header_id|>\\n\\n' }}"

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
-ROLES = ("system", "user", "assistant")
+ROLES = ("system", "user", "assistant", "tool")
 
 
 class Encoded(NamedTuple):
@@ -37,11 +37,11 @@ def check_messages(messages, template: str) -> list[dict]:
 
 
 def check_prompt(messages, template: str) -> list[dict]:
-    """``check_messages`` for a prompt, which must end with a user turn."""
+    """``check_messages`` for a prompt, which must end with a user (or tool) turn."""
     msgs = check_messages(messages, template)
-    if msgs[-1]["role"] != "user":
-        raise ValueError(f"{template} template: a prompt must end with a user message, its "
-                         f"last message is from the {msgs[-1]['role']}")
+    if msgs[-1]["role"] not in ("user", "tool"):
+        raise ValueError(f"{template} template: a prompt must end with a user or tool "
+                         f"message, its last message is from the {msgs[-1]['role']}")
     return msgs
 
 

@@ -28,7 +28,8 @@ special token. Message contents are stripped of surrounding whitespace.
 
 ``llama3``   ``<|begin_of_text|>``, then per message
              ``<|start_header_id|>ROLE<|end_header_id|>\\n\\n`` CONTENT ``<|eot_id|>``;
-             generation prompt: the assistant header. This is Meta's layout
+             generation prompt: the assistant header; a ``tool`` message takes
+             the role ``ipython`` (Llama 3.1's tool output). This is Meta's layout
              (``llama_models`` ``ChatFormat``): the role, the ``"\\n\\n"`` and the
              content are encoded separately.
 ``mistral``  Mistral-7B-Instruct v0.1, as Mistral's reference library
@@ -138,7 +139,8 @@ class Llama3Template(ChatTemplate):
         except ValueError as e:
             raise ValueError(f"data.template: template 'llama3' needs the Llama-3 special "
                              f"tokens ({e})") from None
-        self._roles = {r: tokenizer.encode(r) for r in ROLES}
+        # Llama 3.1 gives tool output the "ipython" role
+        self._roles = {r: tokenizer.encode("ipython" if r == "tool" else r) for r in ROLES}
         self._blank = tokenizer.encode("\n\n")
 
     def _header(self, role: str) -> list[int]:
@@ -181,6 +183,10 @@ class MistralTemplate(ChatTemplate):
             if m["role"] == "system":
                 raise ValueError(f"mistral template: messages[{i}] is a system message; only the "
                                  "first message may be a system message")
+            if m["role"] == "tool":
+                raise ValueError(f"mistral template: messages[{i}] is a tool message, which "
+                                 "Mistral-Instruct v0.1 has no layout for (use data.template=hf "
+                                 "with a tokenizer whose chat template has tools)")
             if m["role"] != expected:
                 raise ValueError(f"mistral template: messages[{i}] is from the {m['role']} but "
                                  f"the {expected} was expected (roles must alternate "

@@ -177,3 +177,23 @@ def test_saved_hf_datasets_and_arrow_files(tmp_path):
     (tmp_path / "bad.arrow").write_bytes(b"not arrow at all")
     with pytest.raises(DataError, match="bad.arrow: not a readable Arrow file"):
         open_file(str(tmp_path / "bad.arrow"))
+
+
+def test_tool_messages():
+    """A tool role (a tool's output after the assistant's call) was refused."""
+    conv = [{"role": "user", "content": "Dose?"}, {"role": "assistant", "content": "call"},
+            {"role": "tool", "content": "42"}, {"role": "tool", "content": "43"},
+            {"role": "assistant", "content": "42 mg."}]
+    assert parse({"messages": conv}) == ("messages", {"messages": conv})
+    sharegpt = {"conversations": [{"from": "human", "value": "Dose?"},
+                                  {"from": "function_call", "value": "call"},
+                                  {"from": "observation", "value": "42"},
+                                  {"from": "gpt", "value": "42 mg."}]}
+    assert [m["role"] for m in parse(sharegpt)[1]["messages"]] == [
+        "user", "assistant", "tool", "assistant"]
+    for bad in ([conv[0], conv[2], conv[4]], [conv[2], conv[4]], conv[:3]):
+        with pytest.raises(FormatError, match="field 'messages'"):
+            parse({"messages": bad})
+    # a preference prompt may end with a tool's output
+    pref = parse({"prompt": conv[:3], "chosen": "42 mg.", "rejected": "4 g."})[1]
+    assert pref["prompt"] == conv[:3]

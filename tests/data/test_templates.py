@@ -129,8 +129,31 @@ def test_llama3_multi_turn_mask():
     assert sum(enc.loss_mask) == sum(len(s) for s in spans)
 
 
+TOOL_CONV = [
+    {"role": "user", "content": "Dose for 70 kg at 15 mg/kg?"},
+    {"role": "assistant", "content": '{"name": "multiply", "arguments": [70, 15]}'},
+    {"role": "tool", "content": "1050"},
+    {"role": "assistant", "content": "1050 mg."},
+]
+
+
+def test_llama3_tool_messages_take_the_ipython_role_and_are_not_trained():
+    """A tool role was refused by every format and template."""
+    tok = get_tokenizer("llama3")
+    enc = get_template("llama3", tok).encode_conversation(TOOL_CONV)
+    text = tok.decode(enc.ids)
+    assert "<|start_header_id|>ipython<|end_header_id|>\n\n1050<|eot_id|>" in text
+    assert [tok.decode(s) for s in trained_spans(enc)] == [
+        '{"name": "multiply", "arguments": [70, 15]}<|eot_id|>', "1050 mg.<|eot_id|>"]
+    with pytest.raises(ValueError, match="no layout for"):
+        get_template("mistral", get_tokenizer("mistral")).encode_conversation(TOOL_CONV)
+
+
 def test_llama3_equals_transformers_apply_chat_template(llama3_dir):
     t = get_template("llama3", get_tokenizer("llama3"))
+    assert t.encode_conversation(TOOL_CONV).ids == hf_ids(llama3_dir, TOOL_CONV)
+    assert t.encode_prompt(TOOL_CONV[:3]) == hf_ids(llama3_dir, TOOL_CONV[:3],
+                                                     add_generation_prompt=True)
     for conv in (CONV, CONV[1:], CONV[:3]):
         assert t.encode_conversation(conv).ids == hf_ids(llama3_dir, conv)
     for prompt in (CONV[:2], CONV[:4], CONV[1:4]):
@@ -142,7 +165,7 @@ def test_hf_template_equals_builtin_llama3(llama3_dir):
     assert tok.chat_template == LLAMA3_JINJA
     hf_t, ours = get_template("hf", tok), get_template("llama3", get_tokenizer("llama3"))
     assert isinstance(hf_t, HFTemplate)
-    for conv in (CONV, CONV[1:3]):
+    for conv in (CONV, CONV[1:3], TOOL_CONV):
         assert hf_t.encode_conversation(conv) == ours.encode_conversation(conv)
     assert hf_t.encode_prompt(CONV[:4]) == ours.encode_prompt(CONV[:4])
     assert hf_t.encode_response(" Yes. ") == ours.encode_response(" Yes. ")
@@ -206,7 +229,7 @@ def test_mistral_role_order_errors():
                         ([S, S, U, A], r"messages\[1\] is a system message")]:
         with pytest.raises(ValueError, match=match):
             t.encode_conversation(conv)
-    with pytest.raises(ValueError, match="a prompt must end with a user message"):
+    with pytest.raises(ValueError, match="a prompt must end with a user or tool message"):
         t.encode_prompt([S])
 
 
@@ -277,9 +300,9 @@ def test_common_errors(name):
                                {"role": "assistant", "content": "  \n"}])
     with pytest.raises(ValueError, match="empty assistant response"):
         t.encode_response("")
-    with pytest.raises(ValueError, match=r"messages\[1\].role is 'tool'"):
+    with pytest.raises(ValueError, match=r"messages\[1\].role is 'robot'"):
         t.encode_conversation([{"role": "user", "content": "hi"},
-                               {"role": "tool", "content": "x"}])
+                               {"role": "robot", "content": "x"}])
     with pytest.raises(ValueError, match=r"messages\[0\].content is NoneType"):
         t.encode_conversation([{"role": "user", "content": None}])
     with pytest.raises(ValueError, match="non-empty list"):
@@ -287,7 +310,7 @@ def test_common_errors(name):
     if name != "alpaca":
         with pytest.raises(ValueError, match="no assistant message"):
             t.encode_conversation([{"role": "user", "content": "hi"}])
-        with pytest.raises(ValueError, match="must end with a user message"):
+        with pytest.raises(ValueError, match="must end with a user or tool message"):
             t.encode_prompt([{"role": "user", "content": "hi"},
                              {"role": "assistant", "content": "yo"}])
 
@@ -308,9 +331,9 @@ def test_hf_template_rejects_prefix_unstable_templates(llama3_dir, tmp_path):
 
     hf = AutoTokenizer.from_pretrained(llama3_dir)
     hf.chat_template = LLAMA3_JINJA.replace(
-        "{{- '<|start_header_id|>' + m['role']",
+        "{{- '<|start_header_id|>' + ",
         "{%- if loop.last and m['role'] == 'assistant' %}{{- 'FINAL ' }}{%- endif %}"
-        "{{- '<|start_header_id|>' + m['role']")
+        "{{- '<|start_header_id|>' + ")
     hf.save_pretrained(str(tmp_path))
     t = get_template("hf", get_tokenizer(str(tmp_path)))
     with pytest.raises(ValueError, match="not a token prefix"):
