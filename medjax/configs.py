@@ -46,6 +46,9 @@ def base(objective: str) -> ml_collections.ConfigDict:
     # Held-out data, evaluated every eval.every steps and at the last. 'auto': the held-out
     # file shipped with a bundled sample source; none for data you bring (set it).
     c.data.eval_sources = ml_collections.FieldReference("auto", field_type=object)
+    # Instead: this fraction of the training records (the same ones on every run, by a
+    # hash of their position) is held out of training and evaluated
+    c.data.eval_split = 0.0
     # auto | text | messages | sharegpt | alpaca | prompt_completion | preference | kto
     c.data.format = "auto"
     # Your field names: medjax's name=yours, comma-separated (e.g. "prompt=question,
@@ -294,6 +297,12 @@ def check(config) -> None:
             raise ValueError(f"{key}={value!r}: expected one of {', '.join(allowed)}")
     from .data.formats import field_map
     field_map(d.fields)
+    if not 0.0 <= d.eval_split < 1.0:
+        raise ValueError(f"data.eval_split={d.eval_split}: a fraction in [0, 1)")
+    if d.eval_split and d.eval_sources not in ("auto", ""):
+        raise ValueError(f"data.eval_split={d.eval_split} and data.eval_sources="
+                         f"{d.eval_sources!r}: set one of them (eval_split holds out part of "
+                         "data.sources)")
     for key in ("batch_size", "seq_len"):  # steps=0: evaluate only (eval.at_start)
         if config[key] < 1:
             raise ValueError(f"{key}={config[key]}: must be at least 1")

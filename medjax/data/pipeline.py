@@ -183,12 +183,14 @@ def build_pipeline(data_cfg, tokenizer, template, *, objective: str, seq_len: in
                    batch_size: int, seed: int, sources: Any = None,
                    num_epochs: int | None = None, shuffle: bool = True,
                    drop_remainder: bool = True, process_index: int = 0,
-                   process_count: int = 1, num_workers: int = 0) -> grain.IterDataset:
+                   process_count: int = 1, num_workers: int = 0,
+                   split: str = "") -> grain.IterDataset:
     """The batches this process feeds to ``objective`` (see the module docstring).
 
     ``batch_size`` is this process's rows per batch; ``num_epochs`` None repeats
     forever; ``sources`` defaults to ``data_cfg.sources``. ``num_workers`` > 0
-    tokenises in that many Grain worker processes.
+    tokenises in that many Grain worker processes. ``split`` ("train" or "eval")
+    keeps the records out of or in the ``data.eval_split`` held-out fraction.
     """
     from .. import objectives
     kind = objectives.get(objective).kind  # the record kind the objective trains on
@@ -199,7 +201,7 @@ def build_pipeline(data_cfg, tokenizer, template, *, objective: str, seq_len: in
     for k, spec in enumerate(specs):
         ds = grain.MapDataset.source(
             ValidatedSource(spec, data_cfg, kind, process_index, process_count, check,
-                            source_number=k))
+                            source_number=k, split=split))
         if shuffle:
             ds = ds.shuffle(seed=seed + k)
         parts.append(ds.repeat(num_epochs))
@@ -278,11 +280,21 @@ class ShardedBatches:
 
 def eval_sources(data_cfg):
     """``data.eval_sources`` with ``auto`` resolved: the held-out file shipped with a
-    bundled sample source, else "" (no eval set)."""
+    bundled sample source, else "" (no eval set unless ``data.eval_split``)."""
     if data_cfg.eval_sources != "auto":
         return data_cfg.eval_sources
     from .samples import held_out
     return held_out(data_cfg.sources)
+
+
+def eval_plan(data_cfg) -> tuple:
+    """(sources, split, description) of the evaluation data: ``data.eval_split`` (a
+    held-out fraction of ``data.sources``), else ``eval_sources``; sources "" for none."""
+    if data_cfg.eval_split:
+        return (data_cfg.sources, "eval",
+                f"a held-out {data_cfg.eval_split:.3g} of data.sources (data.eval_split)")
+    held = eval_sources(data_cfg)
+    return held, "", f"data.eval_sources={held!r}"
 
 
 def pipeline_from_config(config, tokenizer, template, *, eval: bool = False,
@@ -296,10 +308,12 @@ def pipeline_from_config(config, tokenizer, template, *, eval: bool = False,
     a Grain dataset over this process's records.
     """
     common = dict(objective=config.objective.name, seq_len=config.seq_len, seed=config.seed)
+    train_split = "train" if config.data.eval_split else ""
     if one_pass or eval:
+        sources, split, _ = eval_plan(config.data) if eval else (None, train_split, "")
         return build_pipeline(config.data, tokenizer, template, **common,
                               batch_size=config.batch_size // process_count,
-                              sources=eval_sources(config.data) if eval else None, num_epochs=1,
+                              sources=sources, num_epochs=1, split=split,
                               shuffle=False, drop_remainder=False, process_index=process_index,
                               process_count=process_count)
     n = data_shards(config, process_count)
@@ -308,7 +322,8 @@ def pipeline_from_config(config, tokenizer, template, *, eval: bool = False,
     return ShardedBatches(
         {s: build_pipeline(config.data, tokenizer, template, **common,
                            batch_size=config.batch_size // n, num_epochs=config.epochs or None,
-                           process_index=s, process_count=n, num_workers=config.data.num_workers)
+                           process_index=s, process_count=n, num_workers=config.data.num_workers,
+                           split=train_split)
          for s in owned}, n)
 
 
@@ -317,4 +332,4 @@ def packing_efficiency(batch: dict) -> float:
 
 
 __all__: Sequence[str] = ["build_pipeline", "pipeline_from_config", "ShardedBatches",
-                         "data_shards", "source_specs", "DataError"]
+                         "data_shards", "eval_plan", "source_specs", "DataError"]

@@ -5,6 +5,7 @@ and the good ones become a random-access source of normalised examples."""
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import logging
 from typing import Any
 
@@ -50,6 +51,13 @@ class BadRecords:
     examples: list = dataclasses.field(default_factory=list)
 
 
+def held_out(index: int, fraction: float) -> bool:
+    """Whether record ``index`` of a source belongs to the ``data.eval_split`` held-out
+    fraction: a hash of its index, so the split is the same on every run and process."""
+    h = hashlib.blake2b(index.to_bytes(8, "little"), digest_size=8).digest()
+    return int.from_bytes(h, "little") < fraction * 2.0 ** 64
+
+
 class ValidatedSource:
     """A source's records for this process, checked once before training.
 
@@ -58,12 +66,16 @@ class ValidatedSource:
     """
 
     def __init__(self, spec: SourceSpec, data_cfg, kind: str, process_index: int,
-                 process_count: int, check=None, source_number: int = 0):
+                 process_count: int, check=None, source_number: int = 0, split: str = ""):
         self.source_number = source_number
         self.source = ConcatSource(expand_sources(spec.path))
         self.format = spec.format or data_cfg.format
         self.fields = field_map(data_cfg.get("fields"))
-        indices = range(process_index, len(self.source), process_count)
+        indices = range(len(self.source))
+        if split:  # "train" or "eval": the records in or out of data.eval_split
+            indices = [i for i in indices
+                       if held_out(i, data_cfg.eval_split) == (split == "eval")]
+        indices = indices[process_index::process_count]
         self.bad = BadRecords(total=len(indices))
         self.dropped = BadRecords(total=len(indices))  # valid, but the prompt leaves no room
         self.good: list[int] = []

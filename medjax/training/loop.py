@@ -12,7 +12,7 @@ import os
 
 import jax
 
-from ..data.pipeline import data_shards, eval_sources, pipeline_from_config
+from ..data.pipeline import data_shards, eval_plan, pipeline_from_config
 from ..data.sources import expand_sources
 from ..data.validate import source_specs
 from . import hooks
@@ -46,14 +46,14 @@ def run(config, workdir: str) -> dict:
                              process_count=jax.process_count())
     rows = config.batch_size // jax.process_count()
     passes = {"train": lambda: one_pass(pipe(one_pass=True), rows)()}  # built if needed
-    held_out = eval_sources(config.data)
+    held_out, _, described = eval_plan(config.data)
     if held_out:  # built, and its records validated, once
         passes["eval"] = one_pass(pipe(eval=True), rows)
-        log.info("evaluating on data.eval_sources=%r every %d steps and at the last",
-                 held_out, config.eval.every)
+        log.info("evaluating on %s every %d steps and at the last", described,
+                 config.eval.every)
     else:
         log.warning("no held-out evaluation: data.eval_sources is empty (set it to held-out "
-                    "files)")
+                    "files, or data.eval_split to a fraction of the training records)")
     with jax.set_mesh(s.mesh):  # the reference is the *starting* policy
         references = build_reference(
             config, s.unit, s.mesh, s.model_config, s.state["params"], passes=passes,
@@ -75,7 +75,7 @@ def run(config, workdir: str) -> dict:
         evaluate = hooks.Evaluate(Evaluator(
             passes["eval"], s.eval_fn, functools.partial(trainer.device_batch, split="eval"),
             max_batches=config.eval.batches,
-            name=f"data.eval_sources={held_out!r}"), writer, trainer.results
+            name=described), writer, trainer.results
         ) if "eval" in passes else None
         add_default_hooks(trainer, config, s, writer, evaluate)
         if evaluate and config.eval.at_start and start == 0:
@@ -168,7 +168,9 @@ def reference_fingerprint(config, s: Setup) -> dict:
         return out
 
     d = config.data
-    return {"train": files(d.sources), "eval": files(eval_sources(d)) if eval_sources(d) else [],
+    held_out = eval_plan(d)[0]
+    return {"train": files(d.sources), "eval": files(held_out) if held_out else [],
+            "eval_split": d.eval_split,
             "model": s.model.identity, "dtype": s.model_config.dtype,
             "tokenizer": s.tokenizer_spec, "template": getattr(s.template, "name", None),
             "format": d.format, "fields": d.fields, "seq_len": config.seq_len,

@@ -345,6 +345,34 @@ def test_your_own_data_is_not_evaluated_on_the_bundled_samples(tmp_path, caplog)
     assert "lr 3e-05" in run(c, str(tmp_path / "small_lr")).summary()
 
 
+def test_eval_split_holds_out_part_of_your_own_data(tmp_path, caplog):
+    """data.eval_split: a fixed fraction of the training records is evaluated, never
+    trained on; the same records on every run and any process count."""
+    from medjax.data.samples import path as sample_path
+    from medjax.data.validate import SourceSpec, ValidatedSource
+    own = tmp_path / "mine.jsonl"
+    own.write_text("".join(open(sample_path("sft_sharegpt.jsonl")).readlines()[:60]))
+    c = load_config("sft", **{"data.sources": str(own), "data.eval_split": 0.25, "steps": 2,
+                              "seq_len": 64, "logging.progress": False,
+                              "checkpoint.every": 100})
+
+    def records(split, processes=1):
+        return sorted(i for p in range(processes) for i in ValidatedSource(
+            SourceSpec(str(own)), c.data, "chat", p, processes, split=split).good)
+
+    train, held = records("train"), records("eval")
+    assert not set(train) & set(held) and sorted(train + held) == list(range(60))
+    assert 5 <= len(held) <= 25  # about a quarter
+    assert records("eval", 2) == held and records("train", 4) == train
+    with caplog.at_level("INFO"):
+        last = run(c, str(tmp_path / "run"))
+    assert "eval/loss" in last and "a held-out 0.25 of data.sources" in caplog.text
+    with c.unlocked():
+        c.data.eval_sources = str(own)
+    with pytest.raises(ValueError, match="set one of them"):
+        run(c, str(tmp_path / "both"))
+
+
 def test_epochs_set_the_steps_and_the_schedule(tmp_path):
     """--config.epochs=2 on a 30-conversation file trained one step at lr 0 and exited 0:
     the steps and the cosine schedule ignored the data. Now 2 epochs = 2 x the batches
