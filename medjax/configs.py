@@ -99,6 +99,9 @@ def base(objective: str) -> ml_collections.ConfigDict:
     c.checkpoint.every = 50  # steps (and always at the last)
     c.checkpoint.keep = 2  # newest checkpoints kept in WORKDIR/checkpoints
     c.checkpoint.async_save = True  # write while training continues
+    # An unreadable newest checkpoint on resume: moved aside (STEP.damaged) and the previous
+    # readable one used; False: stop with an error instead
+    c.checkpoint.fallback = True
 
     c.logging = ml_collections.ConfigDict()
     c.logging.every = 10  # steps between metrics.jsonl lines (and always the last)

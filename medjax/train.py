@@ -77,18 +77,39 @@ def main(argv):
     from medjax.training.hooks import NonFiniteError
     try:
         last = run(FLAGS.config, FLAGS.workdir)
-    except (DataError, FileNotFoundError, FileExistsError, ValueError, NonFiniteError) as e:
+    except (DataError, OSError, ValueError, NonFiniteError) as e:  # bad input, files, disk
+        line = "medjax.train: error: " + " ".join(str(e).split())
         if several:
-            _exit_now(f"medjax.train: error: {e}")
-        sys.exit(f"medjax.train: error: {e}")
+            _exit_now(line)
+        sys.exit(line)
     except BaseException as e:  # a bug or Ctrl-C: as usual, but never a hang at shutdown
         if not several or isinstance(e, SystemExit):
             raise
+        peer = _peer_failure(e)
+        if peer:  # another process died: its own output says why
+            _exit_now(f"medjax.train: error: {peer}")
         traceback.print_exc()
         _exit_now(None, 130 if isinstance(e, KeyboardInterrupt) else 1)
     if not several or cluster.process_id == 0:
         print("final:", last.summary() if last else
               "nothing new (the workdir's run was already complete)")
+
+
+def _peer_failure(e: BaseException) -> str | None:
+    """One line for a collective that failed because another process stopped (the
+    runtime's errors for it are deep Gloo / XLA tracebacks), else None."""
+    import re
+    text = f"{type(e).__name__}: {e}"
+    markers = ("Gloo", "gloo", "heartbeat", "Connection reset", "connection closed",
+               "Socket closed", "UNAVAILABLE", "coordination service", "DEADLINE_EXCEEDED",
+               "preempted", "Connection refused")
+    if not any(m in text for m in markers):
+        return None
+    task = re.search(r"task[:_ ](\d+)", text)
+    who = f"process {task.group(1)}" if task else "another process"
+    first = text.strip().splitlines()[0][:200]
+    return (f"{who} stopped or became unreachable, so this process stopped too (see that "
+            f"process's output for why; the runtime said: {first})")
 
 
 def _config_file(argv):
@@ -162,6 +183,9 @@ def _parse_or_exit(argv):
     if any(a in HELP_FLAGS for a in argv[1:]):
         _help(argv)
         sys.exit(0)
+    spec = next((a.split("=", 1)[1] for a in argv if a.startswith("--config=")), None)
+    if spec is not None and not os.path.isfile(spec.partition(":")[0]):
+        sys.exit(f"medjax.train: error: --config={spec}: no such file")
     try:
         return FLAGS(argv)
     except Exception as e:  # noqa: BLE001 - anything raised while reading the config

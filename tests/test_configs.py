@@ -142,3 +142,17 @@ def test_help_lists_the_configs_keys_with_defaults_and_meaning(tmp_path):
                for x in out.splitlines())
     r = _train(tmp_path, "--help", config="configs/nope.py")  # no such file: flags only
     assert r.returncode == 0 and "--config=FILE" in r.stdout and "Traceback" not in r.stderr
+
+
+def test_cli_errors_are_one_line_without_traceback(tmp_path):
+    """A missing config file, an unknown preset and an unusable workdir raised OSError,
+    KeyError or a multi-line message."""
+    (tmp_path / "afile").write_text("")
+    for flags, config, want in [
+            ((), "configs/nope.py", "--config=configs/nope.py: no such file"),
+            (("--config.model.preset=llama9",), "configs/sft.py", "model.preset='llama9': unknown"),
+            ((f"--workdir={tmp_path}/afile/sub",), "configs/sft.py", "Not a directory")]:
+        r = _train(tmp_path, *flags, "--config.steps=1", config=config)
+        err = r.stderr.strip().splitlines()
+        assert r.returncode != 0 and "Traceback" not in r.stderr, r.stderr[-2000:]
+        assert err and err[-1].startswith("medjax.train: error: ") and want in err[-1], err

@@ -173,8 +173,11 @@ def parse_preference(record: dict) -> dict:
             raise FormatError(f, "is missing")
     if "prompt" in record:
         prompt = _prompt(record["prompt"], "prompt")
-        return {"prompt": prompt, "chosen": _response(record["chosen"], "chosen"),
-                "rejected": _response(record["rejected"], "rejected")}
+        chosen = _response(record["chosen"], "chosen")
+        rejected = _response(record["rejected"], "rejected")
+        if chosen.strip() == rejected.strip():
+            raise FormatError("rejected", "is the same as chosen (a pair must differ)")
+        return {"prompt": prompt, "chosen": chosen, "rejected": rejected}
     # Full conversations: shared prompt, different last assistant message.
     chosen = check_conversation(record["chosen"], "chosen")
     rejected = check_conversation(record["rejected"], "rejected")
@@ -183,6 +186,8 @@ def parse_preference(record: dict) -> dict:
                           "message but the last")
     if len(chosen) < 2:
         raise FormatError("chosen", "a full conversation needs a prompt before the response")
+    if chosen[-1]["content"].strip() == rejected[-1]["content"].strip():
+        raise FormatError("rejected", "is the same as chosen (a pair must differ)")
     return {"prompt": chosen[:-1], "chosen": chosen[-1]["content"],
             "rejected": rejected[-1]["content"]}
 
@@ -216,9 +221,9 @@ def detect_format(record: dict) -> str:
     if not isinstance(record, dict):
         raise FormatError("(record)", f"expected a JSON object, got {type(record).__name__}")
     keys = set(record)
-    if "chosen" in keys and "rejected" in keys:
+    if "chosen" in keys or "rejected" in keys:  # one missing: parse_preference names it
         return "preference"
-    if "label" in keys and "completion" in keys:
+    if "label" in keys and ("completion" in keys or "prompt" in keys):
         return "kto"
     if "prompt" in keys and "completion" in keys:
         return "prompt_completion"

@@ -20,6 +20,7 @@ import gzip
 import json
 import os
 import threading
+import zlib
 from typing import Sequence
 
 
@@ -60,8 +61,11 @@ class JsonlSource:
         self._lines: list[bytes] | None = None
         self._index: list[tuple[int, int]] = []  # (line number, byte offset or line index)
         if path.endswith(".gz"):
-            with gzip.open(path, "rb") as fh:
-                self._lines = fh.read().splitlines()
+            try:
+                with gzip.open(path, "rb") as fh:
+                    self._lines = fh.read().splitlines()
+            except (OSError, EOFError, zlib.error) as e:  # not gzip, truncated, corrupt
+                raise DataError(f"{path}: not a readable gzip file ({e})") from None
             self._index = [(n + 1, n) for n, line in enumerate(self._lines) if line.strip()]
             return
         with open(path, "rb") as fh:
@@ -136,7 +140,10 @@ class ParquetSource:
         except ImportError:  # pragma: no cover - pyarrow is a dependency
             raise DataError(f"{path}: reading Parquet needs pyarrow") from None
         self.path = path
-        self._file = pq.ParquetFile(path)
+        try:
+            self._file = pq.ParquetFile(path)
+        except Exception as e:  # noqa: BLE001 - pyarrow raises several types; name the file
+            raise DataError(f"{path}: not a readable Parquet file ({e})") from None
         self._starts = []
         n = 0
         for g in range(self._file.num_row_groups):

@@ -37,8 +37,14 @@ def source_specs(sources: Any) -> list[SourceSpec]:
         if unknown or "path" not in s:
             raise DataError(f"data.sources[{i}]: expected keys path, weight, format; got "
                             f"{sorted(s)}")
-        specs.append(SourceSpec(str(s["path"]), float(s.get("weight", 1.0)),
-                                str(s.get("format", "") or "")))
+        try:
+            weight = float(s.get("weight", 1.0))
+        except (TypeError, ValueError):
+            weight = float("nan")
+        if not 0 < weight < float("inf"):
+            raise DataError(f"data.sources[{i}].weight={s.get('weight')!r}: a mixture weight "
+                            "must be a positive number")
+        specs.append(SourceSpec(str(s["path"]), weight, str(s.get("format", "") or "")))
     if not specs:
         raise DataError("data.sources is empty")
     return specs

@@ -48,5 +48,5 @@ PRESETS: dict[str, dict] = {
 def get_preset(name: str, **overrides) -> ModelConfig:
     """Returns the named preset, with dataclass field overrides applied."""
     if name not in PRESETS:
-        raise KeyError(f"unknown model preset {name!r}; known presets: {sorted(PRESETS)}")
+        raise ValueError(f"model.preset={name!r}: unknown; known presets: {sorted(PRESETS)}")
     return ModelConfig(**{**PRESETS[name], **overrides})

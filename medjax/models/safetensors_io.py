@@ -61,6 +61,9 @@ class SafetensorsFile:
             raise FileNotFoundError(f"{self.path}: no such file") from None
         except (json.JSONDecodeError, UnicodeDecodeError) as e:
             raise SafetensorsError(f"{self.path}: header is not valid JSON ({e})") from None
+        if not isinstance(header, dict):
+            raise SafetensorsError(f"{self.path}: header is a JSON {type(header).__name__}, "
+                                   "expected an object of tensors")
         self.metadata = header.pop("__metadata__", None) or {}
         self.data_start = 8 + n
         self.entries: dict[str, TensorEntry] = {}
@@ -73,11 +76,19 @@ class SafetensorsFile:
                 raise SafetensorsError(f"{self.path}: tensor '{name}': bad header entry "
                                        f"{info!r} ({e})") from None
             expect = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+            if min(shape, default=0) < 0 or not 0 <= start <= end:
+                raise SafetensorsError(f"{self.path}: tensor '{name}': data_offsets "
+                                       f"{start}..{end} / shape {shape} are not valid")
             if end - start != expect or self.data_start + end > size:
                 raise SafetensorsError(
                     f"{self.path}: tensor '{name}': data_offsets {start}..{end} do not fit "
                     f"shape {shape} {info['dtype']} in a file of {size} bytes (truncated?)")
             self.entries[name] = TensorEntry(self.path, name, dtype, shape, start, end)
+        spans = sorted((e.start, e.end, e.name) for e in self.entries.values() if e.end > e.start)
+        for (_, end, a), (start, _, b) in zip(spans, spans[1:]):
+            if start < end:
+                raise SafetensorsError(f"{self.path}: tensors '{a}' and '{b}' overlap in the "
+                                       "data (damaged or hand-made header)")
         self._mm: np.memmap | None = None
 
     def get(self, name: str) -> np.ndarray:

@@ -9,15 +9,19 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import os
 import re
 from typing import Any
 
 import jax
 import orbax.checkpoint as ocp
+from etils import epath
 
 from ..models import ModelConfig
 from ..models.load import WORKDIR_META, checkpoint_steps, model_meta
+
+log = logging.getLogger(__name__)
 
 _SHAPE_FIELDS = ("family", "vocab_size", "hidden_size", "intermediate_size", "num_layers",
                  "num_heads", "num_kv_heads", "head_dim", "tie_embeddings")
@@ -145,13 +149,39 @@ class DataShardsRestore(ocp.args.CheckpointArgs):
     item: Any
 
 
+def _words_sum(x):
+    import jax.numpy as jnp
+    size = jnp.dtype(x.dtype).itemsize
+    if size == 8:
+        u = jax.lax.bitcast_convert_type(x, jnp.uint32)
+    elif size in (2, 4):
+        u = jax.lax.bitcast_convert_type(x, {2: jnp.uint16, 4: jnp.uint32}[size])
+    else:
+        u = x.astype(jnp.uint8)
+    return jnp.sum(u.astype(jnp.uint32), dtype=jnp.uint32)
+
+
+_checksums = jax.jit(lambda leaves: [_words_sum(x) for x in leaves])
+
+
+def state_checksums(state: dict) -> dict[str, int]:
+    """Per tensor: the sum of its bits as uint32 words, wrapping. Integer addition is
+    exact and order-free, so the value does not depend on the mesh or process count a
+    state is sharded over; any single flipped bit changes it. Computed on device (one
+    read of the state), so saving a 70B state costs a reduction, not a host copy."""
+    flat = jax.tree_util.tree_leaves_with_path(state)
+    sums = jax.device_get(_checksums([x for _, x in flat]))
+    return {jax.tree_util.keystr(p): int(v) for (p, _), v in zip(flat, sums)}
+
+
 class Checkpointer:
     def __init__(self, directory: str, *, keep: int, async_save: bool = True):
         self.directory = os.path.abspath(directory)
         options = ocp.CheckpointManagerOptions(
             max_to_keep=keep, enable_async_checkpointing=async_save, create=True)
         self.manager = ocp.CheckpointManager(self.directory, options=options,
-                                             item_names=("state", "data", "config"))
+                                             item_names=("state", "data", "config",
+                                                         "checksums"))
 
     def latest_step(self) -> int | None:
         return self.manager.latest_step()
@@ -162,8 +192,93 @@ class Checkpointer:
             args=ocp.args.Composite(
                 state=ocp.args.StandardSave(state),
                 data=DataShardsSave(data_iter),
-                config=ocp.args.JsonSave(config_dict)),
+                config=ocp.args.JsonSave(config_dict),
+                checksums=ocp.args.JsonSave(state_checksums(state))),
             force=force)
+
+    def problem(self, step: int, data_iter) -> str | None:
+        """What makes the checkpoint at ``step`` unreadable, found without reading the
+        weights (a missing item, a missing or damaged data-shard file), naming the file;
+        None if nothing is. A different data shard count is not damage: an error."""
+        root = os.path.join(self.directory, str(step))
+        for item in ("state", "data"):
+            if not os.path.isdir(os.path.join(root, item)):
+                return f"{os.path.join(root, item)}: missing"
+        data = os.path.join(root, "data")
+        n = data_iter.num_shards
+        names = os.listdir(data)
+        if names and not any(f.endswith(f"-of-{n}.json") for f in names):
+            DataShardsHandler().restore(epath.Path(data), data_iter)  # raises: say which
+        for shard in data_iter.iterators:
+            path = os.path.join(data, f"shard_{shard}-of-{n}.json")
+            try:
+                with open(path) as f:
+                    json.load(f)
+            except FileNotFoundError:
+                return f"{path}: missing"
+            except (ValueError, OSError) as e:
+                return f"{path}: damaged ({e})"
+        return None
+
+    def restore_newest(self, abstract_state: dict, data_iter, *, fallback: bool = True
+                       ) -> tuple[int | None, dict | None]:
+        """(step, state) of the newest readable checkpoint, the data iterator set to its
+        position; (None, None) if there is none. An unreadable newest checkpoint is
+        reported in one line naming the step and file, moved aside (``STEP.damaged``)
+        and the previous one used; with ``fallback=False`` it is an error instead."""
+        from .batches import all_processes
+        for step in sorted(self.manager.all_steps(), reverse=True):
+            problem = self.problem(step, data_iter)
+            if all_processes(problem is None).all():  # every process reads, or none
+                try:
+                    state = self.restore(step, abstract_state, data_iter)
+                    problem = self.verify(step, state)
+                except Exception as e:  # noqa: BLE001 - any failure to read: report it
+                    first = (str(e).strip().splitlines() or [type(e).__name__])[0][:300]
+                    problem = f"{os.path.join(self.directory, str(step))}: {first}"
+                if all_processes(problem is None).all():
+                    return step, state
+            if not fallback:
+                raise ValueError(f"the checkpoint at step {step} is unreadable ({problem}); "
+                                 "set checkpoint.fallback=True to resume from the previous "
+                                 "one, or move it away")
+            log.warning("the checkpoint at step %d is unreadable (%s); moved aside to %d.damaged, "
+                        "resuming from the previous one", step, problem or "on another process",
+                        step)
+            self._move_aside(step)
+        if self.manager.all_steps():
+            raise ValueError(f"{self.directory}: no readable checkpoint")
+        return None, None
+
+    def verify(self, step: int, state: dict) -> str | None:
+        """The restored state against the checksums saved with it (checkpoints written
+        before checksums existed are not checked); a problem naming the tensor, or None."""
+        path = os.path.join(self.directory, str(step), "checksums")
+        if not os.path.isdir(path):
+            return None
+        with ocp.Checkpointer(ocp.JsonCheckpointHandler()) as ckptr:
+            saved = ckptr.restore(path)
+        now = state_checksums(state)
+        bad = [k for k in saved if now.get(k) != saved[k]] + sorted(set(now) - set(saved))
+        if bad:
+            return (f"{os.path.join(self.directory, str(step), 'state')}: {bad[0]} does not "
+                    f"match its checksum" + (f" (and {len(bad) - 1} more)" if len(bad) > 1
+                                             else "") + " (damaged)")
+        return None
+
+    def _move_aside(self, step: int) -> None:
+        """``STEP`` -> ``STEP.damaged`` (kept for inspection; Orbax no longer sees it)."""
+        if jax.process_index() == 0:
+            src = os.path.join(self.directory, str(step))
+            dst, k = f"{src}.damaged", 1
+            while os.path.exists(dst):
+                k += 1
+                dst = f"{src}.damaged{k}"
+            os.rename(src, dst)
+        if jax.process_count() > 1:
+            from jax.experimental import multihost_utils
+            multihost_utils.sync_global_devices(f"medjax_move_aside_{step}")
+        self.manager.reload()
 
     def restore(self, step: int, abstract_state: dict, data_iter) -> dict:
         restored = self.manager.restore(

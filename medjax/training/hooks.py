@@ -128,11 +128,12 @@ class ProgressBar:
 
     def __call__(self, info) -> None:
         self.bar.update(1)
-        if "loss" in self.results:
-            left = max(self.bar.total - self.bar.n, 0) * self.results["step_time"]
-            self.bar.set_postfix(loss=f"{self.results['loss']:.4f}",
-                                 tok_s=f"{self.results['tokens_per_second']:.0f}",
-                                 eta=self.bar.format_interval(left), refresh=False)
+        r = self.results
+        if "loss" in r:
+            left = max(self.bar.total - self.bar.n, 0) * r.get("step_time", 0.0)
+            self.bar.set_postfix(loss=f"{r['loss']:.4f}", tok_s=f"{r['tokens_per_second']:.0f}",
+                                 **({"eta": self.bar.format_interval(left)}
+                                    if "step_time" in r else {}), refresh=False)
 
     def close(self):
         self.logger.removeHandler(self.handler)
@@ -188,6 +189,7 @@ class Preemption:
 
     def __init__(self, save):
         self.save, self.requested, self._old = save, None, {}
+        self.stepped = False  # a step finished since this run started (else: nothing to save)
         for sig in [signal.SIGINT, signal.SIGTERM] if jax.process_count() == 1 else []:
             try:
                 self._old[sig] = signal.signal(sig, self._handler)
@@ -195,6 +197,11 @@ class Preemption:
                 pass
 
     def _handler(self, signum, frame):
+        if not self.stepped:  # still reading data or compiling: nothing new to save
+            self.close()
+            log.warning("%s received before the first step: nothing new to save; exiting",
+                        signal.Signals(signum).name)
+            raise SystemExit(128 + signum)
         if signum == signal.SIGINT and self.requested is not None:
             self.close()
             raise KeyboardInterrupt  # the second Ctrl-C: stop now
@@ -212,6 +219,7 @@ class Preemption:
         return self.requested is not None
 
     def __call__(self, info) -> None:
+        self.stepped = True
         if self.stop(info.step):
             self.save(info.step, force=True)
             log.warning("checkpoint saved at step %d after %s; exiting", info.step,

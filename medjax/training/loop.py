@@ -104,7 +104,8 @@ def keep_data_shards(config, workdir: str) -> None:
 
 
 def add_default_hooks(trainer: Trainer, config, s: Setup, writer, evaluate) -> None:
-    """Guard, metrics, progress bar, eval, preemption and checkpoints, in that order."""
+    """Guard, metrics, progress bar, preemption, checkpoints and eval, in that order (a
+    step's checkpoint is written before its evaluation, which can then never cost it)."""
     results = trainer.results
     trainer.add_hook(hooks.NonFiniteGuard(config.optimizer.skip_nonfinite,
                                           trainer.ckpt.latest_step))
@@ -114,10 +115,10 @@ def add_default_hooks(trainer: Trainer, config, s: Setup, writer, evaluate) -> N
         peak_flops=config.logging.peak_flops or device_peak_flops()))
     if jax.process_index() == 0 and config.logging.progress:
         trainer.add_hook(hooks.ProgressBar(config.steps, trainer.start, results))
-    if evaluate is not None and config.eval.every:  # and always at the last step
-        trainer.add_hook(evaluate, config.eval.every, last=True)
     trainer.add_hook(hooks.Preemption(trainer.save))
     trainer.add_hook(hooks.Checkpoint(trainer.save), config.checkpoint.every, last=True)
+    if evaluate is not None and config.eval.every:  # and always at the last step
+        trainer.add_hook(evaluate, config.eval.every, last=True)
 
 
 def plan_steps(config) -> int:

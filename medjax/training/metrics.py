@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 
 import jax
 
 from ..models import ModelConfig
+
+log = logging.getLogger(__name__)
 
 # Dense bf16 peak FLOP/s per device from datasheets, by device_kind substring.
 GPU_PEAK_FLOPS = {"H200": 989e12, "H100": 989e12, "A100": 312e12}
@@ -46,11 +49,21 @@ class MetricsWriter:
         # Entries past the checkpoint we resume from will be recomputed: drop them
         # (all of them when there is no checkpoint to resume from).
         if os.path.exists(self.path):
-            with open(self.path) as f:
-                kept = [line for line in f if resume_step and line.strip()
-                        and json.loads(line).get("step", 0) <= resume_step]
-            with open(self.path, "w") as f:
+            kept = []
+            with open(self.path, encoding="utf-8", errors="replace") as f:
+                for n, line in enumerate(f, 1):
+                    try:
+                        row = json.loads(line) if line.strip() else None
+                    except ValueError:  # a line torn by a kill or a full disk: dropped
+                        log.warning("%s:%d: dropped a damaged line (%r)", self.path, n,
+                                    line[:60])
+                        continue
+                    if resume_step and isinstance(row, dict) and row.get("step", 0) <= resume_step:
+                        kept.append(json.dumps(row) + "\n")
+            tmp = self.path + ".tmp"
+            with open(tmp, "w") as f:
                 f.writelines(kept)
+            os.replace(tmp, self.path)
         if tensorboard:
             try:
                 from tensorboardX import SummaryWriter

@@ -85,13 +85,14 @@ class Trainer:
     def restore(self) -> int:
         """Resumes from the newest checkpoint, if any (state and data position); returns
         the step the run starts from."""
-        latest = self.ckpt.latest_step()
-        if latest is not None:
+        if self.ckpt.latest_step() is not None:
             abstract = jax.tree.map(
                 lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding),
                 self.state)
-            self.state = self.ckpt.restore(latest, abstract, self.data)
-            self.step = self.start = latest
+            step, state = self.ckpt.restore_newest(
+                abstract, self.data, fallback=self.config.checkpoint.fallback)
+            if step is not None:
+                self.state, self.step, self.start = state, step, step
         return self.start
 
     def save(self, step: int, *, force: bool = False) -> None:

@@ -25,7 +25,7 @@ def test_preset_family_features():
     assert get_preset("mistral_7b").sliding_window == 4096
     assert get_preset("llama31_70b").rope_scaling == RopeScaling(8.0, 1.0, 4.0, 8192)
     assert get_preset("llama3_8b").rope_scaling is None
-    with pytest.raises(KeyError, match="unknown model preset"):
+    with pytest.raises(ValueError, match="model.preset=.*unknown; known presets"):
         get_preset("llama9_1t")
 
 

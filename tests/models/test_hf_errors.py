@@ -95,3 +95,28 @@ def test_save_hf_never_overwrites_silently(hf_dir):
     assert SafetensorsFile(hf_dir / "model.safetensors").entries[
         "model.norm.weight"].dtype.name == "bfloat16"
     assert not [f for f in os.listdir(hf_dir) if ".tmp-" in f]
+
+
+def _raw_safetensors(path, header: object, data: bytes):
+    raw = json.dumps(header).encode()
+    path.write_bytes(struct.pack("<Q", len(raw)) + raw + data)
+
+
+def test_bad_headers_are_refused_naming_the_file(tmp_path):
+    """A header that is a JSON list raised a TypeError; overlapping or negative offsets
+    were accepted (the header's own bytes read as weights)."""
+    p = tmp_path / "m.safetensors"
+    _raw_safetensors(p, [1, 2], b"")
+    with pytest.raises(SafetensorsError, match=r"m.safetensors: header is a JSON list"):
+        SafetensorsFile(p)
+    f32 = {"dtype": "F32", "shape": [2]}
+    _raw_safetensors(p, {"a": {**f32, "data_offsets": [0, 8]},
+                         "b": {**f32, "data_offsets": [4, 12]}}, bytes(16))
+    with pytest.raises(SafetensorsError, match=r"tensors 'a' and 'b' overlap"):
+        SafetensorsFile(p)
+    _raw_safetensors(p, {"a": {**f32, "data_offsets": [-8, 0]}}, bytes(8))
+    with pytest.raises(SafetensorsError, match=r"tensor 'a': data_offsets -8..0"):
+        SafetensorsFile(p)
+    _raw_safetensors(p, {"a": {**f32, "data_offsets": [0, 8]},
+                         "b": {**f32, "data_offsets": [8, 16]}}, bytes(16))
+    assert sorted(SafetensorsFile(p).entries) == ["a", "b"]  # adjacent is fine

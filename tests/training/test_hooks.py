@@ -116,6 +116,21 @@ def test_preemption_saves_at_the_step_boundary_then_stops(sig):
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
 
 
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_a_signal_before_the_first_step_exits_at_once(sig):
+    """SIGTERM while the data was still being read (no step reached) was only noted for
+    the next step boundary, which never came."""
+    saved = []
+    hook = hooks.Preemption(lambda step, force=False: saved.append(step))
+    try:
+        with pytest.raises(SystemExit) as e:
+            os.kill(os.getpid(), sig)
+        assert e.value.code == 128 + sig and saved == []
+    finally:
+        hook.close()
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
 def test_checkpoint_hook_saves_its_step():
     saved = []
     hooks.Checkpoint(lambda step, force=False: saved.append(step))(info(50))
@@ -231,3 +246,27 @@ def test_a_caller_swaps_the_data_between_steps_and_the_resume_is_exact(tmp_path)
     assert again == {5: losses[5], 6: losses[6]}, (again, losses)
     jax.tree.map(lambda x, y: np.testing.assert_array_equal(np.asarray(x), np.asarray(y)),
                  a.state["params"], b.state["params"])
+
+
+def test_a_steps_checkpoint_is_written_before_its_evaluation(tmp_path):
+    """With eval.every == checkpoint.every, an evaluation that failed (e.g. an eval file
+    gone) ran before the checkpoint of that step, so the step's progress was lost."""
+    import types
+
+    from conftest import load_config
+    from medjax.models import get_preset
+    from medjax.training.loop import add_default_hooks
+    added = []
+    trainer = types.SimpleNamespace(
+        results={}, start=0, save=lambda *a, **k: None,
+        ckpt=types.SimpleNamespace(latest_step=lambda: None),
+        add_hook=lambda fn, every=1, last=False: added.append(type(fn).__name__))
+    c = load_config("sft", **{"eval.every": 50, "checkpoint.every": 50})
+    evaluate = hooks.Evaluate(lambda params: {}, None, {})
+    add_default_hooks(trainer, c, types.SimpleNamespace(model_config=get_preset("llama3_tiny")),
+                      None, evaluate)
+    try:
+        assert added.index("Checkpoint") < added.index("Evaluate"), added
+    finally:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
