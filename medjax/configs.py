@@ -300,6 +300,8 @@ def check(config) -> None:
             raise ValueError(f"{key}={value!r}: expected one of {', '.join(allowed)}")
     from .data.formats import field_map
     field_map(d.fields)
+    from .models.presets import get_preset
+    get_preset(config.model.preset)  # an unknown preset: one line naming the known ones
     if not 0.0 <= d.eval_split < 1.0:
         raise ValueError(f"data.eval_split={d.eval_split}: a fraction in [0, 1)")
     if d.eval_split and d.eval_sources not in ("auto", ""):

@@ -151,8 +151,11 @@ def test_cli_errors_are_one_line_without_traceback(tmp_path):
     for flags, config, want in [
             ((), "configs/nope.py", "--config=configs/nope.py: no such file"),
             (("--config.model.preset=llama9",), "configs/sft.py", "model.preset='llama9': unknown"),
-            ((f"--workdir={tmp_path}/afile/sub",), "configs/sft.py", "Not a directory")]:
+            ((f"--workdir={tmp_path}/afile/sub",), "configs/sft.py", "Not a directory"),
+            ((f"--config.data.eval_sources={tmp_path}/gone.jsonl", "--config.eval.at_start=False"),
+             "configs/sft.py", "gone.jsonl: no file matches")]:
         r = _train(tmp_path, *flags, "--config.steps=1", config=config)
         err = r.stderr.strip().splitlines()
         assert r.returncode != 0 and "Traceback" not in r.stderr, r.stderr[-2000:]
         assert err and err[-1].startswith("medjax.train: error: ") and want in err[-1], err
+        assert not (tmp_path / "wd" / "checkpoints").exists()  # refused before any step
