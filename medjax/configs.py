@@ -311,3 +311,5 @@ def check(config) -> None:
     for key in ("batch_size", "seq_len"):  # steps=0: evaluate only (eval.at_start)
         if config[key] < 1:
             raise ValueError(f"{key}={config[key]}: must be at least 1")
+    if d.max_prompt_length < 1:
+        raise ValueError(f"data.max_prompt_length={d.max_prompt_length}: must be at least 1")

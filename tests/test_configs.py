@@ -111,6 +111,11 @@ def test_a_bad_choice_is_a_config_error_before_any_data_is_read(tmp_path):
     assert not (tmp_path / "wd").exists()
     r = _train(tmp_path, "--config.data.template=chatml")
     assert r.returncode != 0 and "data.template='chatml': expected one of" in r.stderr
+    for flag, want in [("--config.seq_len=0", "seq_len=0: must be at least 1"),
+                       ("--config.data.max_prompt_length=0", "max_prompt_length=0: must be")]:
+        r = _train(tmp_path, flag)  # seq_len=0 never exited (truncating to nothing forever)
+        assert r.returncode != 0 and want in r.stderr.strip().splitlines()[-1], r.stderr
+    assert not (tmp_path / "wd").exists()
 
 
 def test_print_config_and_the_workdir_copy(tmp_path):
