@@ -49,29 +49,6 @@ def _warn(msg: str) -> None:
     print(f"medjax.convert: warning: {msg}", file=sys.stderr)
 
 
-def _data_tools(model, src: str, tokenizer: str | None, template: str | None):
-    """(tokenizer, chat template or None) the model was trained with (or the flags name);
-    (None, None) where none can be had (a model that records none, or a tokenizer
-    directory not on this machine)."""
-    from medjax.data.templates import get_template
-    from medjax.data.tokenizer import get_tokenizer
-
-    spec = tokenizer or model.tokenizer
-    if not spec:
-        _warn(f"{src}: the model records no tokenizer, so the export has none; pass "
-              "--tokenizer=llama3|mistral|DIR (and --template) to include it")
-        return None, None
-    try:
-        tok = get_tokenizer(spec)
-    except (OSError, ValueError, ImportError) as e:
-        _warn(f"{src}: the tokenizer {spec!r} cannot be loaded ({e}); the export has none")
-        return None, None
-    name = template or model.template
-    if name is None:  # a base model: only a tokenizer directory's own template, if any
-        name = "hf" if getattr(tok, "chat_template", None) else None
-    return tok, get_template(name, tok) if name else None
-
-
 def convert(to: str, src: str, dst: str, *, dtype: str | None = None,
             max_shard_size: int = 5 * 2**30, overwrite: bool = False,
             pad_token_id: int | None = None, tokenizer: str | None = None,
@@ -82,6 +59,7 @@ def convert(to: str, src: str, dst: str, *, dtype: str | None = None,
     import jax
 
     from medjax.data.hf_export import end_of_turn, save_tokenizer, token_ids
+    from medjax.data.model_tools import model_data_tools
     from medjax.models import load, save_hf
     from medjax.models.checkpoint import save_model
 
@@ -90,7 +68,8 @@ def convert(to: str, src: str, dst: str, *, dtype: str | None = None,
         save_model(model.config, model.params, dst, overwrite=overwrite,
                    tokenizer=tokenizer or model.tokenizer, template=template or model.template)
         return
-    tok, tpl = _data_tools(model, src, tokenizer, template)
+    tok, tpl = model_data_tools(model, src, tokenizer, template,
+                                warn=lambda m: _warn(f"{m}; the export has no tokenizer"))
     ids = token_ids(tok, tpl) if tok is not None else {}
     if model.head == "reward":
         end = end_of_turn(tpl)

@@ -9,42 +9,13 @@ import subprocess
 import sys
 
 import pytest
-from conftest import ROOT
+from conftest import ROOT, tiny_llama3_dir
 
 
 def walkthrough_block() -> str:
     text = open(os.path.join(ROOT, "README.md"), encoding="utf-8").read()
     section = text.split("## Your own model and data", 1)[1].split("\n## ", 1)[0]
     return re.search(r"```bash\n(.*?)```", section, re.S).group(1)
-
-
-def tiny_llama3_dir(path) -> str:
-    """An instruct-style HF directory: a random 2-layer Llama with Llama-3's 128,256
-    vocabulary, its tokenizer (tiktoken ranks through transformers' converter), a chat
-    template and generation_config, as save_pretrained writes them."""
-    import torch
-    import transformers
-    from transformers.convert_slow_tokenizer import TikTokenConverter
-
-    from medjax.data.hf_export import LLAMA3_JINJA
-    from medjax.data.tokenizer import LLAMA3_PATTERN, _package_file, get_tokenizer
-
-    torch.manual_seed(0)
-    cfg = transformers.LlamaConfig(vocab_size=128256, hidden_size=64, intermediate_size=128,
-                                   num_hidden_layers=2, num_attention_heads=4,
-                                   num_key_value_heads=2, max_position_embeddings=2048,
-                                   bos_token_id=128000, eos_token_id=[128001, 128009])
-    transformers.LlamaForCausalLM(cfg).save_pretrained(path)
-    ours = get_tokenizer("llama3")
-    specials = sorted(ours.special_tokens, key=ours.special_tokens.get)
-    backend = TikTokenConverter(vocab_file=_package_file("llama_models", "llama3/tokenizer.model"),
-                                pattern=LLAMA3_PATTERN, extra_special_tokens=specials).converted()
-    tok = transformers.PreTrainedTokenizerFast(tokenizer_object=backend,
-                                               bos_token="<|begin_of_text|>",
-                                               eos_token="<|eot_id|>")
-    tok.chat_template = LLAMA3_JINJA
-    tok.save_pretrained(path)
-    return str(path)
 
 
 @pytest.mark.slow

@@ -140,11 +140,30 @@ class RMSNorm(nn.Module):
         return y.astype(self.dtype) * scale.astype(self.dtype)
 
 
+def cached_attention(config: ModelConfig, q_btnh, k_cache_bskh, v_cache_bskh, q_pos_bt):
+    """Attention of queries at positions ``q_pos_bt`` over a KV cache indexed by position:
+    slot ``s`` is seen iff ``s <= position`` (and, with Mistral's window, ``s > position -
+    sliding_window``). Slots past a row's own tokens are never seen (they lie after it)."""
+    s_pos = jnp.arange(k_cache_bskh.shape[1])
+    mask = s_pos[None, None, :] <= q_pos_bt[:, :, None]
+    if config.sliding_window is not None:
+        mask &= s_pos[None, None, :] > q_pos_bt[:, :, None] - config.sliding_window
+    return jax.nn.dot_product_attention(
+        q_btnh, k_cache_bskh, v_cache_bskh, mask=mask[:, None], scale=config.head_dim ** -0.5,
+        implementation="xla")
+
+
+def write_cache(cache_bskh, new_btkh, start_b):
+    """Writes each row's ``new`` tokens into its cache from slot ``start_b[row]``."""
+    return jax.vmap(lambda c, x, i: jax.lax.dynamic_update_slice(c, x.astype(c.dtype), (i, 0, 0))
+                    )(cache_bskh, new_btkh, start_b)
+
+
 class Attention(nn.Module):
     config: ModelConfig
 
     @nn.compact
-    def __call__(self, x_btd, cos, sin, segment_ids):
+    def __call__(self, x_btd, cos, sin, segment_ids, cache=None):
         c = self.config
         d, n, k, h = c.hidden_size, c.num_heads, c.num_kv_heads, c.head_dim
         param = functools.partial(_weight, self)
@@ -160,8 +179,15 @@ class Attention(nn.Module):
         q_btnh = constrain(apply_rope(q_btnh, cos, sin), ("batch", "length", "heads", "head_dim"))
         k_btkh = constrain(apply_rope(k_btkh, cos, sin), ("batch", "length", "kv_heads", "head_dim"))
         v_btkh = constrain(v_btkh, ("batch", "length", "kv_heads", "head_dim"))
-        out_btnh = attention(c, q_btnh, k_btkh, v_btkh, segment_ids)
-        return jnp.einsum("btnh,nhd->btd", out_btnh, o_proj_nhd)
+        if cache is None:
+            out_btnh = attention(c, q_btnh, k_btkh, v_btkh, segment_ids)
+            return jnp.einsum("btnh,nhd->btd", out_btnh, o_proj_nhd)
+        k_cache, v_cache, start_b = cache  # generation: [batch, cache_len, kv_heads, head_dim]
+        k_cache = write_cache(k_cache, k_btkh, start_b)
+        v_cache = write_cache(v_cache, v_btkh, start_b)
+        q_pos_bt = start_b[:, None] + jnp.arange(x_btd.shape[1])[None, :]
+        out_btnh = cached_attention(c, q_btnh, k_cache, v_cache, q_pos_bt)
+        return jnp.einsum("btnh,nhd->btd", out_btnh, o_proj_nhd), (k_cache, v_cache)
 
 
 class MLP(nn.Module):
@@ -186,14 +212,18 @@ class DecoderLayer(nn.Module):
     config: ModelConfig
 
     @nn.compact
-    def __call__(self, x_btd, cos, sin, segment_ids):
+    def __call__(self, x_btd, cos, sin, segment_ids, cache=None):
         c = self.config
         dt, pdt = jnp.dtype(c.dtype), jnp.dtype(c.param_dtype)
         h = RMSNorm(c.rms_norm_eps, dt, pdt, name="attn_norm")(x_btd)
-        x_btd = x_btd + Attention(c, name="attn")(h, cos, sin, segment_ids)
+        attn = Attention(c, name="attn")(h, cos, sin, segment_ids, cache)
+        if cache is not None:
+            attn, cache = attn
+        x_btd = x_btd + attn
         h = RMSNorm(c.rms_norm_eps, dt, pdt, name="mlp_norm")(x_btd)
         x_btd = x_btd + MLP(c, name="mlp")(h)
-        return constrain(x_btd, ("batch", "length", "embed"))
+        x_btd = constrain(x_btd, ("batch", "length", "embed"))
+        return x_btd if cache is None else (x_btd, cache)
 
 
 class Embed(nn.Module):
@@ -373,6 +403,40 @@ def _neftune(x_btd: jax.Array, segment_ids: jax.Array | None, alpha: float,
     scale = alpha / jnp.sqrt(length * d)
     noise = jax.random.uniform(rng, x_btd.shape, jnp.float32, -1.0, 1.0) * scale[..., None]
     return (x_btd.astype(jnp.float32) + noise).astype(x_btd.dtype)
+
+
+def forward_cached(config: ModelConfig, params: Params, input_ids: jax.Array,
+                   start: jax.Array, cache: tuple[jax.Array, jax.Array]):
+    """Generation: ``input_ids`` [batch, t] at positions ``start[row] + 0..t-1``, their keys
+    and values written into ``cache`` = (k, v), each ``[layers, batch, cache_len, kv_heads,
+    head_dim]``, attending to everything before them there. Returns (logits [batch, t,
+    vocab] float32, the updated cache). A prompt (t > 1, start 0) fills the cache; then one
+    token a step (t = 1, start = each row's length so far)."""
+    b, t = input_ids.shape
+    positions = start[:, None] + jnp.arange(t, dtype=jnp.int32)[None, :]
+    cos, sin = rope_tables(config, positions)
+    x = Embed(config).apply({"params": params["embed"]}, input_ids)
+    layer = DecoderLayer(config)
+
+    def body(x_btd, xs):
+        layer_params, k, v = xs
+        x_btd, (k, v) = layer.apply({"params": layer_params}, x_btd, cos, sin, None,
+                                    (k, v, start))
+        return x_btd, (k, v)
+
+    if config.scan_layers:
+        x, cache = jax.lax.scan(body, x, (params["layers"], *cache))
+    else:
+        ks, vs = [], []
+        for i in range(config.num_layers):
+            x, (k, v) = body(x, (jax.tree.map(lambda p: p[i], params["layers"]),
+                                 cache[0][i], cache[1][i]))
+            ks.append(k)
+            vs.append(v)
+        cache = (jnp.stack(ks), jnp.stack(vs))
+    h = FinalNorm(config).apply({"params": {"final_norm": params["final_norm"]}}, x)
+    kernel = lm_head_kernel(config, params).astype(h.dtype)
+    return jnp.einsum("btd,dv->btv", h, kernel, preferred_element_type=jnp.float32), cache
 
 
 def lm_head_kernel(config: ModelConfig, params: Params) -> jax.Array:

@@ -1,0 +1,262 @@
+"""Autoregressive generation with a KV cache, on the training decoder's parameters.
+
+``generate(config, params, prompts, ...)`` takes token-id prompts of any lengths:
+
+* the prompts are right-padded to a bucket (the next power of two, at least 16) so a
+  new prompt length does not recompile; each row keeps its own length, and row ``r``'s
+  token at position ``p`` sits in cache slot ``p`` (``models.decoder.forward_cached``):
+  a padded slot lies after the row's tokens and is never attended to;
+* one prefill pass over the prompts fills the cache ``[layers, rows, cache_len,
+  kv_heads, head_dim]`` and gives each row's first token; then a jitted
+  ``lax.while_loop`` feeds one token per row per step until every row has stopped
+  (EOS / end of turn / ``stop_ids``) or ``max_new_tokens``;
+* greedy (``temperature=0``) or sampling with ``temperature``, ``top_k`` and ``top_p``
+  from a ``seed``; each sampled token's log-probability under the model (the raw
+  logits, temperature 1) comes back too, for the online preference loop.
+
+Mistral's sliding window is applied by masking cache slots older than the window.
+
+  python -m medjax.generate --model=DIR (--prompt=TEXT | --prompts=FILE.jsonl) [options]
+
+DIR: a Hugging Face directory, a medjax model checkpoint or a medjax.train workdir
+(its newest checkpoint). Prompts go through the model's chat template (the one it
+was trained with, or the tokenizer directory's own) unless --raw; a prompts file has
+one JSON object per line: {"prompt": "text"}, {"prompt": [messages]} or
+{"messages": [...]} (ending with a user turn). Generation stops at the tokenizer's
+EOS, the template's end of turn, or --max_new_tokens; --out writes JSONL with the
+completion, its token ids and log-probs, and the finish reason.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from .models import ModelConfig
+from .models.decoder import forward_cached
+
+
+@dataclasses.dataclass
+class Generation:
+    """One row's result: the new token ids (ending with the stop token when one was
+    hit), why it ended ("stop" or "length"), and each token's log-probability."""
+    ids: list[int]
+    finish_reason: str
+    logprobs: list[float]
+
+
+def bucket(n: int, minimum: int = 16) -> int:
+    """The next power of two >= n (and >= minimum): the padded prompt length."""
+    return max(minimum, 1 << max(n - 1, 0).bit_length())
+
+
+def sample_logits(logits_bv: jax.Array, key: jax.Array, *, temperature: float, top_k: int,
+                  top_p: float) -> jax.Array:
+    """Token ids [rows] from float32 logits: argmax at temperature 0, else a draw from
+    softmax(logits / temperature) restricted to the top_k tokens and to the smallest set
+    whose probability reaches top_p."""
+    if temperature == 0.0:
+        return jnp.argmax(logits_bv, axis=-1).astype(jnp.int32)
+    x = logits_bv / temperature
+    if top_k:
+        kth = jax.lax.top_k(x, top_k)[0][:, -1:]
+        x = jnp.where(x < kth, -jnp.inf, x)
+    if top_p < 1.0:
+        order = jnp.argsort(-x, axis=-1)
+        sorted_x = jnp.take_along_axis(x, order, axis=-1)
+        probs = jax.nn.softmax(sorted_x, axis=-1)
+        before = jnp.cumsum(probs, axis=-1) - probs  # probability of the tokens ahead
+        sorted_x = jnp.where(before < top_p, sorted_x, -jnp.inf)  # the first always stays
+        x = jnp.full_like(x, -jnp.inf).at[jnp.arange(x.shape[0])[:, None], order].set(sorted_x)
+    return jax.random.categorical(key, x, axis=-1).astype(jnp.int32)
+
+
+@functools.partial(jax.jit, static_argnames=("config", "max_new_tokens", "temperature",
+                                             "top_k", "top_p", "stop_ids"))
+def _generate(config: ModelConfig, params, ids_bt, lengths_b, key, *, max_new_tokens: int,
+              temperature: float, top_k: int, top_p: float, stop_ids: tuple[int, ...]):
+    b, t = ids_bt.shape
+    cache_len = t + max_new_tokens
+    shape = (config.num_layers, b, cache_len, config.num_kv_heads, config.head_dim)
+    dtype = jnp.dtype(config.dtype)
+    cache = (jnp.zeros(shape, dtype), jnp.zeros(shape, dtype))
+    logits, cache = forward_cached(config, params, ids_bt, jnp.zeros((b,), jnp.int32), cache)
+    last = jnp.take_along_axis(logits, (lengths_b - 1)[:, None, None], axis=1)[:, 0]
+    stops = jnp.asarray(stop_ids if stop_ids else (-1,), jnp.int32)
+    sample = functools.partial(sample_logits, temperature=temperature, top_k=top_k,
+                               top_p=top_p)
+
+    def pick(logits_bv, k):
+        token = sample(logits_bv, k)
+        logp = jnp.take_along_axis(jax.nn.log_softmax(logits_bv, axis=-1), token[:, None],
+                                   axis=1)[:, 0]
+        return token, logp
+
+    key, sub = jax.random.split(key)
+    token, logp = pick(last, sub)
+    out = jnp.full((b, max_new_tokens), -1, jnp.int32)
+    out_logp = jnp.zeros((b, max_new_tokens), jnp.float32)
+    done = jnp.zeros((b,), bool)
+    stopped = jnp.zeros((b,), bool)
+
+    def cond(carry):
+        i, _, _, _, _, done, *_ = carry
+        return (i < max_new_tokens) & ~jnp.all(done)
+
+    def body(carry):
+        i, token, logp, cache, pos, done, stopped, out, out_logp, key = carry
+        out = out.at[:, i].set(jnp.where(done, -1, token))
+        out_logp = out_logp.at[:, i].set(jnp.where(done, 0.0, logp))
+        hit = ~done & jnp.isin(token, stops)
+        stopped, done = stopped | hit, done | hit
+        logits, cache = forward_cached(config, params, token[:, None], pos, cache)
+        key, sub = jax.random.split(key)
+        token, logp = pick(logits[:, 0], sub)
+        return i + 1, token, logp, cache, pos + 1, done, stopped, out, out_logp, key
+
+    carry = (jnp.int32(0), token, logp, cache, lengths_b, done, stopped, out, out_logp, key)
+    *_, stopped, out, out_logp, _ = jax.lax.while_loop(cond, body, carry)
+    return out, out_logp, stopped
+
+
+def generate(config: ModelConfig, params, prompts: list[list[int]], *,
+             max_new_tokens: int = 256, temperature: float = 0.0, top_k: int = 0,
+             top_p: float = 1.0, seed: int = 0, stop_ids=(), n: int = 1) -> list[Generation]:
+    """``n`` generations for each prompt (token ids), in prompt order: ``[p0 x n, p1 x n,
+    ...]``. ``stop_ids`` end a row (EOS, the template's end of turn, your own)."""
+    if not prompts or any(len(p) == 0 for p in prompts):
+        raise ValueError("generate: every prompt needs at least one token")
+    if max_new_tokens < 1:
+        raise ValueError(f"max_new_tokens={max_new_tokens}: must be at least 1")
+    if temperature < 0 or not 0.0 < top_p <= 1.0 or top_k < 0:
+        raise ValueError(f"temperature={temperature}, top_k={top_k}, top_p={top_p}: need "
+                         "temperature >= 0, top_k >= 0 and 0 < top_p <= 1")
+    rows = [list(p) for p in prompts for _ in range(n)]
+    t = bucket(max(len(p) for p in rows))
+    ids = np.zeros((len(rows), t), np.int32)
+    for r, p in enumerate(rows):
+        ids[r, :len(p)] = p
+    lengths = np.array([len(p) for p in rows], np.int32)
+    out, logp, stopped = jax.device_get(_generate(
+        config, params, jnp.asarray(ids), jnp.asarray(lengths), jax.random.key(seed),
+        max_new_tokens=int(max_new_tokens), temperature=float(temperature), top_k=int(top_k),
+        top_p=float(top_p), stop_ids=tuple(int(s) for s in stop_ids)))
+    results = []
+    for r in range(len(rows)):
+        k = int(np.sum(out[r] >= 0))
+        results.append(Generation(out[r, :k].tolist(), "stop" if stopped[r] else "length",
+                                  logp[r, :k].tolist()))
+    return results
+
+
+# --------------------------------------------------------------------------- CLI
+
+
+def _prompt_ids(tokenizer, template, prompt, raw: bool) -> list[int]:
+    if isinstance(prompt, str) and (raw or template is None):
+        bos = [] if tokenizer.bos_id is None else [tokenizer.bos_id]
+        return bos + tokenizer.encode(prompt)
+    messages = [{"role": "user", "content": prompt}] if isinstance(prompt, str) else prompt
+    if template is None:
+        raise ValueError("the model records no chat template: pass --template=llama3|mistral|"
+                         "alpaca|hf, or --raw for plain text prompts")
+    return template.encode_prompt(messages)
+
+
+def _read_prompts(path: str) -> list:
+    import json
+    prompts = []
+    with open(path, encoding="utf-8") as f:
+        for n, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except ValueError as e:
+                raise ValueError(f"{path}:{n}: malformed JSON ({e})") from None
+            prompt = record.get("prompt", record.get("messages")) if isinstance(
+                record, dict) else None
+            if not isinstance(prompt, (str, list)) or not prompt:
+                raise ValueError(f"{path}:{n}: field 'prompt' (text or messages) or "
+                                 "'messages' is missing or empty")
+            prompts.append(prompt)
+    if not prompts:
+        raise ValueError(f"{path}: no prompts")
+    return prompts
+
+
+def main(argv) -> None:
+    import json
+    import sys
+
+    from absl import flags
+
+    from .data.hf_export import end_of_turn
+    from .data.model_tools import model_data_tools
+    from .models.load import load
+    f = flags.FLAGS
+    del argv
+    if bool(f.prompt) == bool(f.prompts):
+        sys.exit("medjax.generate: error: give --prompt=TEXT or --prompts=FILE.jsonl")
+    try:
+        overrides = {"dtype": f.dtype} if f.dtype else {}
+        model = load(f.model, **overrides)
+        tokenizer, template = model_data_tools(
+            model, f.model, f.tokenizer, f.template,
+            warn=lambda m: print(f"medjax.generate: warning: {m}", file=sys.stderr))
+        if tokenizer is None:
+            raise ValueError(f"{f.model}: no tokenizer to encode prompts with; pass "
+                             "--tokenizer=llama3|mistral|DIR")
+        prompts = [f.prompt] if f.prompt else _read_prompts(f.prompts)
+        ids = [_prompt_ids(tokenizer, template, p, f.raw) for p in prompts]
+        stop = [i for i in (tokenizer.eos_id, end_of_turn(template)) if i is not None]
+        results = generate(model.config, model.params, ids, max_new_tokens=f.max_new_tokens,
+                           temperature=f.temperature, top_k=f.top_k, top_p=f.top_p,
+                           seed=f.seed, stop_ids=tuple(stop), n=f.n)
+    except (OSError, ValueError) as e:
+        sys.exit("medjax.generate: error: " + " ".join(str(e).split()))
+    out = open(f.out, "w", encoding="utf-8") if f.out else None
+    for k, r in enumerate(results):
+        prompt = prompts[k // f.n]
+        text = tokenizer.decode([i for i in r.ids if i not in stop])
+        if out:
+            out.write(json.dumps({"prompt": prompt, "completion": text, "sample": k % f.n,
+                                  "finish_reason": r.finish_reason,
+                                  "ids": r.ids, "logprobs": r.logprobs}) + "\n")
+        else:
+            if len(results) > 1:
+                print(f"--- prompt {k // f.n}" + (f", sample {k % f.n}" if f.n > 1 else ""))
+            print(text)
+    if out:
+        out.close()
+        print(f"wrote {len(results)} completions to {f.out}")
+
+
+def _define_flags():
+    from absl import flags
+    flags.DEFINE_string("model", None, "HF directory, medjax checkpoint or training workdir.")
+    flags.DEFINE_string("prompt", None, "One prompt (a user message, or plain text with --raw).")
+    flags.DEFINE_string("prompts", None, "A JSONL file of prompts (see above).")
+    flags.DEFINE_integer("max_new_tokens", 256, "Most new tokens per completion.")
+    flags.DEFINE_float("temperature", 0.0, "0: greedy; else sampling at this temperature.")
+    flags.DEFINE_integer("top_k", 0, "Sample among the k most likely tokens (0: all).")
+    flags.DEFINE_float("top_p", 1.0, "Sample among the most likely tokens reaching this mass.")
+    flags.DEFINE_integer("n", 1, "Completions per prompt.")
+    flags.DEFINE_integer("seed", 0, "Sampling seed.")
+    flags.DEFINE_string("out", None, "Write JSONL (prompt, completion, ids, logprobs) here.")
+    flags.DEFINE_bool("raw", False, "Plain text prompts: no chat template.")
+    flags.DEFINE_string("tokenizer", None, "Override: llama3, mistral or a directory.")
+    flags.DEFINE_string("template", None, "Override: llama3, mistral, alpaca or hf.")
+    flags.DEFINE_enum("dtype", None, ["float32", "bfloat16"], "Compute dtype (default: the "
+                      "model's).")
+    flags.mark_flag_as_required("model")
+
+
+if __name__ == "__main__":
+    from absl import app
+    _define_flags()
+    app.run(main)

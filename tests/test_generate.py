@@ -1,0 +1,112 @@
+"""Generation with a KV cache against transformers and against the full forward pass."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import torch
+
+from medjax.generate import bucket, generate, sample_logits
+from medjax.models import forward, load_hf
+from medjax.models.decoder import forward_cached
+
+PROMPTS = [[5, 17, 99, 3], [42] * 9 + [7, 8], [200, 1]]
+
+
+def hf_greedy(model, prompt, new, eos=None):
+    """transformers' own greedy decoding (its KV cache), one prompt at a time (no padding)."""
+    with torch.no_grad():
+        out = model.generate(torch.tensor([prompt]), max_new_tokens=new, do_sample=False,
+                             eos_token_id=eos, pad_token_id=0, attention_mask=torch.ones(
+                                 1, len(prompt), dtype=torch.long))
+    ids = out[0, len(prompt):].tolist()
+    if eos is not None and eos in ids:
+        ids = ids[:ids.index(eos) + 1]
+    return ids
+
+
+@pytest.mark.parametrize("case", ["llama_gqa", "llama31_scaling", "mistral_window"])
+def test_greedy_equals_transformers_on_a_batch_of_lengths(hf_case, case):
+    """Llama-3.1 runs past its original context (16) and Mistral past its window (8)."""
+    path, model, _ = hf_case(case)
+    config, params = load_hf(path)
+    new = 24
+    got = generate(config, params, PROMPTS, max_new_tokens=new)
+    for prompt, g in zip(PROMPTS, got):
+        assert g.ids == hf_greedy(model, prompt, new), (case, prompt)
+        assert g.finish_reason == "length" and len(g.logprobs) == new
+    # an EOS hit mid-batch: row 0 stops at its 4th token, the others go on
+    eos = got[0].ids[3]
+    stopped = generate(config, params, PROMPTS, max_new_tokens=new, stop_ids=(eos,))
+    for prompt, g in zip(PROMPTS, stopped):
+        assert g.ids == hf_greedy(model, prompt, new, eos=eos), (case, prompt)
+    assert stopped[0].ids == got[0].ids[:4] and stopped[0].finish_reason == "stop"
+
+
+@pytest.mark.parametrize("scan", [True, False])
+def test_cached_logits_equal_the_full_forward_at_every_step(hf_case, scan):
+    path, _, _ = hf_case("mistral_window")
+    config, params = load_hf(path)
+    config = config.replace(scan_layers=scan)
+    seq = np.random.RandomState(0).randint(0, 256, (2, 20)).astype(np.int32)
+    full = np.asarray(forward(config, params, seq))
+    cache_shape = (config.num_layers, 2, 32, config.num_kv_heads, config.head_dim)
+    cache = (jnp.zeros(cache_shape), jnp.zeros(cache_shape))
+    logits, cache = forward_cached(config, params, jnp.asarray(seq[:, :6]),
+                                   jnp.zeros(2, jnp.int32), cache)
+    np.testing.assert_allclose(np.asarray(logits), full[:, :6], atol=1e-4, rtol=1e-4)
+    for p in range(6, 20):  # one token a step
+        logits, cache = forward_cached(config, params, jnp.asarray(seq[:, p:p + 1]),
+                                       jnp.full(2, p, jnp.int32), cache)
+        np.testing.assert_allclose(np.asarray(logits[:, 0]), full[:, p], atol=1e-4, rtol=1e-4)
+
+
+def test_sampling_is_seeded_top_k_1_is_greedy_and_follows_the_softmax():
+    logits = jnp.asarray(np.random.RandomState(1).normal(0, 1.5, (1, 6)), jnp.float32)
+    draw = jax.jit(lambda k: sample_logits(jnp.repeat(logits, 4000, 0), k, temperature=0.7,
+                                           top_k=0, top_p=1.0))
+    a, b = draw(jax.random.key(3)), draw(jax.random.key(3))
+    assert (np.asarray(a) == np.asarray(b)).all()
+    counts = np.bincount(np.asarray(a), minlength=6)
+    p = np.asarray(jax.nn.softmax(logits[0] / 0.7), np.float64)
+    chi2 = float(((counts - 4000 * p) ** 2 / (4000 * p)).sum())
+    assert chi2 < 20.5, (counts, 4000 * p)  # 5 degrees of freedom: p ~ 0.001
+    greedy = sample_logits(logits, jax.random.key(0), temperature=0.0, top_k=0, top_p=1.0)
+    top1 = sample_logits(logits, jax.random.key(0), temperature=1.3, top_k=1, top_p=1.0)
+    assert int(greedy[0]) == int(top1[0]) == int(np.argmax(logits))
+    # top_p: only the most likely tokens whose mass reaches p are drawn
+    nucleus = jax.jit(lambda k: sample_logits(jnp.repeat(logits, 2000, 0), k, temperature=1.0,
+                                              top_k=0, top_p=0.5))(jax.random.key(4))
+    order = np.argsort(-np.asarray(logits[0]))
+    probs = np.asarray(jax.nn.softmax(logits[0]))[order]
+    keep = set(order[:int(np.searchsorted(np.cumsum(probs), 0.5)) + 1].tolist())
+    assert set(np.asarray(nucleus).tolist()) <= keep
+
+
+def test_buckets_and_bad_arguments(hf_case):
+    assert [bucket(n) for n in (1, 16, 17, 100)] == [16, 16, 32, 128]
+    config, params = load_hf(hf_case("llama_gqa")[0])
+    with pytest.raises(ValueError, match="at least one token"):
+        generate(config, params, [[]])
+    with pytest.raises(ValueError, match="top_p"):
+        generate(config, params, [[1]], top_p=0.0)
+    seeded = [generate(config, params, [[1, 2]], temperature=1.0, seed=s, n=2,
+                       max_new_tokens=8) for s in (0, 0, 1)]
+    assert seeded[0] == seeded[1] and seeded[0] != seeded[2]
+    assert len(seeded[0]) == 2 and seeded[0][0].ids != seeded[0][1].ids  # n draws differ
+
+
+def test_sharded_parameters_give_the_same_tokens(hf_case):
+    """Parameters sharded over 8 devices (fsdp 4 x tensor 2) generate what one device does."""
+    from medjax.parallel import make_mesh
+    path, _, _ = hf_case("llama_gqa")
+    config, params = load_hf(path)
+    want = generate(config, params, PROMPTS + [[9, 9]], max_new_tokens=12, temperature=0.9,
+                    seed=5)
+    mesh = make_mesh(data=1, fsdp=4, tensor=2)
+    config, sharded = load_hf(path, mesh=mesh)
+    assert len(sharded["layers"]["attn"]["q_proj"].sharding.device_set) == 8
+    with jax.set_mesh(mesh):
+        got = generate(config, sharded, PROMPTS + [[9, 9]], max_new_tokens=12,
+                       temperature=0.9, seed=5)
+    assert [g.ids for g in got] == [w.ids for w in want]
