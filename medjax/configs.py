@@ -113,6 +113,10 @@ def base(objective: str) -> ml_collections.ConfigDict:
     c.eval.every = 25  # steps between evaluations (and always at the last); 0: none
     c.eval.at_start = True  # also before the first step
     c.eval.batches = 0  # 0: the whole eval set
+    # Prompts whose greedy completions are written to WORKDIR/samples.jsonl at each eval:
+    # a list of strings, or "a; b; c" (a chat objective's template applies)
+    c.eval.samples = ml_collections.FieldReference("", field_type=object)
+    c.eval.sample_tokens = 64  # new tokens per sample completion
     return c
 
 

@@ -5,6 +5,7 @@ says how often), with an optional ``close()`` at the end of the run.
   LogMetrics       metrics.jsonl / TensorBoard with throughput, packing and MFU
   ProgressBar      tqdm on process 0
   Evaluate         held-out metrics (``Evaluator``)
+  SampleCompletions greedy completions of eval.samples prompts -> samples.jsonl
   Preemption       SIGTERM / Ctrl-C: save at this step boundary and stop
   Checkpoint       Orbax save {state, data iterator, config}
 
@@ -175,6 +176,36 @@ class Evaluate:
         _record(self.results, step, m)
         log.info("step %d: %s", step, m)
         return m
+
+
+class SampleCompletions:
+    """Greedy completions of a few prompts with the current parameters, written to
+    ``WORKDIR/samples.jsonl`` (``{"step", "prompt", "completion", "finish_reason"}``) and
+    as TensorBoard text: what the model says, as it trains (``eval.samples``)."""
+
+    def __init__(self, prompts: list, encode, decode, generate_fn, writer, path: str):
+        self.prompts, self.decode, self.generate_fn = prompts, decode, generate_fn
+        self.ids = [encode(p) for p in prompts]  # a bad prompt fails at start, not later
+        self.writer, self.path = writer, path
+
+    def __call__(self, info) -> None:
+        self.run(info.step, info.state["params"])
+
+    def run(self, step: int, params, mesh=None) -> None:
+        import json
+        if mesh is not None:
+            with jax.set_mesh(mesh):
+                return self.run(step, params)
+        results = self.generate_fn(params, self.ids)
+        if jax.process_index() != 0:
+            return
+        with open(self.path, "a", encoding="utf-8") as f:
+            for prompt, r in zip(self.prompts, results):
+                text = self.decode(r)
+                f.write(json.dumps({"step": int(step), "prompt": prompt, "completion": text,
+                                    "finish_reason": r.finish_reason}) + "\n")
+                self.writer.text(step, "samples", f"**{prompt}**\n\n{text}")
+        log.info("step %d: %d sample completions in %s", step, len(results), self.path)
 
 
 class Preemption:

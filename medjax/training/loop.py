@@ -77,9 +77,12 @@ def run(config, workdir: str) -> dict:
             max_batches=config.eval.batches,
             name=described), writer, trainer.results
         ) if "eval" in passes else None
-        add_default_hooks(trainer, config, s, writer, evaluate)
+        samples = sample_hook(config, s, writer, workdir)
+        add_default_hooks(trainer, config, s, writer, evaluate, samples)
         if evaluate and config.eval.at_start and start == 0:
             evaluate.run(0, trainer.state["params"], s.mesh)
+        if samples and config.eval.at_start and start == 0:
+            samples.run(0, trainer.state["params"], s.mesh)
         for _ in trainer.steps():
             pass
         trainer.finish()
@@ -103,7 +106,32 @@ def keep_data_shards(config, workdir: str) -> None:
             config.data.shards = saved
 
 
-def add_default_hooks(trainer: Trainer, config, s: Setup, writer, evaluate) -> None:
+def sample_hook(config, s: Setup, writer, workdir: str):
+    """The ``eval.samples`` hook (None without prompts or for a reward model)."""
+    prompts = config.eval.samples
+    if isinstance(prompts, str):
+        prompts = [p.strip() for p in prompts.split(";") if p.strip()]
+    if not prompts or s.unit.head != "lm" or s.tokenizer is None:
+        return None
+    from ..data.hf_export import end_of_turn
+    from ..generate import generate
+    tok, tpl = s.tokenizer, s.template
+    stop = tuple(i for i in (tok.eos_id, end_of_turn(tpl)) if i is not None)
+
+    def encode(prompt: str) -> list[int]:
+        if tpl is not None:
+            return tpl.encode_prompt([{"role": "user", "content": str(prompt)}])
+        return ([] if tok.bos_id is None else [tok.bos_id]) + tok.encode(str(prompt))
+
+    return hooks.SampleCompletions(
+        list(prompts), encode, lambda r: tok.decode([i for i in r.ids if i not in stop]),
+        lambda params, ids: generate(s.model_config, params, ids,
+                                     max_new_tokens=config.eval.sample_tokens, stop_ids=stop),
+        writer, os.path.join(workdir, "samples.jsonl"))
+
+
+def add_default_hooks(trainer: Trainer, config, s: Setup, writer, evaluate,
+                      samples=None) -> None:
     """Guard, metrics, progress bar, preemption, checkpoints and eval, in that order (a
     step's checkpoint is written before its evaluation, which can then never cost it)."""
     results = trainer.results
@@ -119,6 +147,8 @@ def add_default_hooks(trainer: Trainer, config, s: Setup, writer, evaluate) -> N
     trainer.add_hook(hooks.Checkpoint(trainer.save), config.checkpoint.every, last=True)
     if evaluate is not None and config.eval.every:  # and always at the last step
         trainer.add_hook(evaluate, config.eval.every, last=True)
+    if samples is not None:  # with the evaluations (at the last step when eval.every is 0)
+        trainer.add_hook(samples, config.eval.every or config.steps, last=True)
 
 
 def plan_steps(config) -> int:

@@ -83,6 +83,12 @@ class MetricsWriter:
                     self._tb.add_scalar(k, v, step)
             self._tb.flush()
 
+    def text(self, step: int, tag: str, text: str) -> None:
+        """A text entry in TensorBoard (nothing without it)."""
+        if self.enabled and self._tb is not None:
+            self._tb.add_text(tag, text, step)
+            self._tb.flush()
+
     def close(self):
         if self._tb is not None:
             self._tb.close()

@@ -416,3 +416,31 @@ def test_epochs_set_the_steps_and_the_schedule(tmp_path):
     with pytest.raises(ValueError, match=r"steps=5 and epochs=2 disagree: 2 epochs of the data "
                                          rf"are {2 * per_epoch} steps"):
         run(load_config("sft", **{**kw, "steps": 5}), str(tmp_path / "wd2"))
+
+
+def test_eval_samples_are_written_at_each_evaluation(tmp_path):
+    """eval.samples: greedy completions of the prompts with the current parameters at
+    step 0 and at each evaluation, through the run's chat template, stopping at its end
+    of turn (the same tokens medjax.generate gives for the saved model)."""
+    from medjax.generate import generate
+    from medjax.models import load
+    c = load_config("sft", **{"steps": 2, "seq_len": 64, "logging.progress": False,
+                              "checkpoint.every": 100, "eval.batches": 1, "eval.every": 2,
+                              "eval.samples": "What is anemia?; How is asthma treated?",
+                              "eval.sample_tokens": 6})
+    run(c, str(tmp_path / "wd"))
+    rows = [json.loads(x) for x in open(tmp_path / "wd" / "samples.jsonl")]
+    assert [(r["step"], r["prompt"]) for r in rows] == [
+        (0, "What is anemia?"), (0, "How is asthma treated?"),
+        (2, "What is anemia?"), (2, "How is asthma treated?")]
+    assert all(r["finish_reason"] in ("stop", "length") for r in rows)
+    model = load(str(tmp_path / "wd"))
+    from medjax.data.templates import get_template
+    from medjax.data.tokenizer import get_tokenizer
+    tok = get_tokenizer(model.tokenizer)
+    tpl = get_template(model.template, tok)
+    again = generate(model.config, model.params,
+                     [tpl.encode_prompt([{"role": "user", "content": "What is anemia?"}])],
+                     max_new_tokens=6, stop_ids=(tok.eos_id, 128009))[0]
+    assert tok.decode([i for i in again.ids if i not in (tok.eos_id, 128009)]) == \
+        rows[2]["completion"]
