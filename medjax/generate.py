@@ -76,9 +76,10 @@ def sample_logits(logits_bv: jax.Array, key: jax.Array, *, temperature: float, t
 
 
 @functools.partial(jax.jit, static_argnames=("config", "max_new_tokens", "temperature",
-                                             "top_k", "top_p", "stop_ids"))
+                                             "top_k", "top_p", "stop_ids", "on_token"))
 def _generate(config: ModelConfig, params, ids_bt, lengths_b, key, *, max_new_tokens: int,
-              temperature: float, top_k: int, top_p: float, stop_ids: tuple[int, ...]):
+              temperature: float, top_k: int, top_p: float, stop_ids: tuple[int, ...],
+              on_token=None):
     b, t = ids_bt.shape
     cache_len = t + max_new_tokens
     shape = (config.num_layers, b, cache_len, config.num_kv_heads, config.head_dim)
@@ -111,6 +112,9 @@ def _generate(config: ModelConfig, params, ids_bt, lengths_b, key, *, max_new_to
         i, token, logp, cache, pos, done, stopped, out, out_logp, key = carry
         out = out.at[:, i].set(jnp.where(done, -1, token))
         out_logp = out_logp.at[:, i].set(jnp.where(done, 0.0, logp))
+        if on_token is not None:  # streaming: each step's tokens to the host, in order
+            from jax.experimental import io_callback
+            io_callback(on_token, None, out[:, i], ordered=True)
         hit = ~done & jnp.isin(token, stops)
         stopped, done = stopped | hit, done | hit
         logits, cache = forward_cached(config, params, token[:, None], pos, cache)
@@ -125,9 +129,12 @@ def _generate(config: ModelConfig, params, ids_bt, lengths_b, key, *, max_new_to
 
 def generate(config: ModelConfig, params, prompts: list[list[int]], *,
              max_new_tokens: int = 256, temperature: float = 0.0, top_k: int = 0,
-             top_p: float = 1.0, seed: int = 0, stop_ids=(), n: int = 1) -> list[Generation]:
+             top_p: float = 1.0, seed: int = 0, stop_ids=(), n: int = 1,
+             on_token=None) -> list[Generation]:
     """``n`` generations for each prompt (token ids), in prompt order: ``[p0 x n, p1 x n,
-    ...]``. ``stop_ids`` end a row (EOS, the template's end of turn, your own)."""
+    ...]``. ``stop_ids`` end a row (EOS, the template's end of turn, your own).
+    ``on_token(tokens)`` (streaming) is called on the host with each step's token of
+    every row (-1 for a row that has stopped) while the loop runs."""
     if not prompts or any(len(p) == 0 for p in prompts):
         raise ValueError("generate: every prompt needs at least one token")
     if max_new_tokens < 1:
@@ -144,7 +151,7 @@ def generate(config: ModelConfig, params, prompts: list[list[int]], *,
     out, logp, stopped = jax.device_get(_generate(
         config, params, jnp.asarray(ids), jnp.asarray(lengths), jax.random.key(seed),
         max_new_tokens=int(max_new_tokens), temperature=float(temperature), top_k=int(top_k),
-        top_p=float(top_p), stop_ids=tuple(int(s) for s in stop_ids)))
+        top_p=float(top_p), stop_ids=tuple(int(s) for s in stop_ids), on_token=on_token))
     results = []
     for r in range(len(rows)):
         k = int(np.sum(out[r] >= 0))
@@ -165,6 +172,29 @@ def _prompt_ids(tokenizer, template, prompt, raw: bool) -> list[int]:
         raise ValueError("the model records no chat template: pass --template=llama3|mistral|"
                          "alpaca|hf, or --raw for plain text prompts")
     return template.encode_prompt(messages)
+
+
+class _Stream:
+    """Prints one row's text as its tokens arrive (decoding all so far, printing what is
+    new, so multi-token characters come out whole)."""
+
+    def __init__(self, tokenizer, stop):
+        self.tok, self.stop, self.ids, self.shown = tokenizer, set(stop), [], ""
+
+    def __call__(self, tokens):
+        import sys
+        token = int(tokens[0])
+        if token < 0 or token in self.stop:
+            return
+        self.ids.append(token)
+        text = self.tok.decode(self.ids)
+        if text.startswith(self.shown) and not text.endswith("\ufffd"):
+            sys.stdout.write(text[len(self.shown):])
+            sys.stdout.flush()
+            self.shown = text
+
+    def __hash__(self):
+        return id(self)
 
 
 def _read_prompts(path: str) -> list:
@@ -214,11 +244,15 @@ def main(argv) -> None:
         prompts = [f.prompt] if f.prompt else _read_prompts(f.prompts)
         ids = [_prompt_ids(tokenizer, template, p, f.raw) for p in prompts]
         stop = [i for i in (tokenizer.eos_id, end_of_turn(template)) if i is not None]
+        stream = _Stream(tokenizer, stop) if len(ids) == 1 and f.n == 1 and not f.out else None
         results = generate(model.config, model.params, ids, max_new_tokens=f.max_new_tokens,
                            temperature=f.temperature, top_k=f.top_k, top_p=f.top_p,
-                           seed=f.seed, stop_ids=tuple(stop), n=f.n)
+                           seed=f.seed, stop_ids=tuple(stop), n=f.n, on_token=stream)
     except (OSError, ValueError) as e:
         sys.exit("medjax.generate: error: " + " ".join(str(e).split()))
+    if stream is not None:  # already printed as it came
+        print(flush=True)
+        return
     out = open(f.out, "w", encoding="utf-8") if f.out else None
     for k, r in enumerate(results):
         prompt = prompts[k // f.n]

@@ -110,3 +110,12 @@ def test_sharded_parameters_give_the_same_tokens(hf_case):
         got = generate(config, sharded, PROMPTS + [[9, 9]], max_new_tokens=12,
                        temperature=0.9, seed=5)
     assert [g.ids for g in got] == [w.ids for w in want]
+
+
+def test_streaming_sees_each_step_in_order(hf_case):
+    config, params = load_hf(hf_case("llama_gqa")[0])
+    seen = []
+    got = generate(config, params, PROMPTS[:2], max_new_tokens=10,
+                   on_token=lambda t: seen.append(np.asarray(t).tolist()))
+    assert len(seen) == 10
+    assert [[s[r] for s in seen if s[r] >= 0] for r in range(2)] == [g.ids for g in got]
