@@ -69,7 +69,7 @@ def test_forward_demo_runs():
     assert r.returncode == 0, r.stderr
     assert "logits shape: (2, 24, 512)" in r.stdout
     r = _run("-m", "medjax.models", "--preset=nope")
-    assert r.returncode != 0 and "unknown model preset" in r.stderr
+    assert r.returncode != 0 and "model.preset='nope': unknown; known presets" in r.stderr
     assert jax.devices()  # the suite's own process is untouched
 
 
