@@ -261,7 +261,8 @@ def test_a_steps_checkpoint_is_written_before_its_evaluation(tmp_path):
         results={}, start=0, save=lambda *a, **k: None,
         ckpt=types.SimpleNamespace(latest_step=lambda: None),
         add_hook=lambda fn, every=1, last=False: added.append(type(fn).__name__))
-    c = load_config("sft", **{"eval.every": 50, "checkpoint.every": 50})
+    c = load_config("sft", **{"eval.every": 50, "checkpoint.every": 50,
+                              "logging.progress": False})
     evaluate = hooks.Evaluate(lambda params: {}, None, {})
     add_default_hooks(trainer, c, types.SimpleNamespace(model_config=get_preset("llama3_tiny")),
                       None, evaluate)

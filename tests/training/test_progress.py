@@ -2,12 +2,15 @@
 times."""
 
 import logging
+import re
 
 from medjax.training import hooks
 
 
 def _pieces(text: str) -> list[str]:
-    """What a terminal shows line by line: split on newlines and carriage returns."""
+    """What a terminal shows line by line: split on newlines and carriage returns, cursor
+    movements (another bar open elsewhere) removed."""
+    text = re.sub(r"\x1b\[[0-9;]*[A-Za-z]", "", text)
     return [p for line in text.split("\n") for p in line.split("\r")]
 
 
