@@ -16,7 +16,6 @@ from typing import Any
 
 import jax
 import orbax.checkpoint as ocp
-from etils import epath
 
 from ..models import ModelConfig
 from ..models.load import WORKDIR_META, checkpoint_steps, model_meta
@@ -77,16 +76,30 @@ def load_run_config(workdir: str) -> dict:
         return ckptr.restore(path)
 
 
+def shard_counts(names) -> list[int]:
+    """The data shard counts N in file names ``shard_S-of-N.json`` of a checkpoint."""
+    return sorted({int(m.group(1)) for f in names
+                   if (m := re.fullmatch(r"shard_\d+-of-(\d+)\.json", f))})
+
+
+def shard_count_error(directory, names, n: int) -> ValueError:
+    saved = shard_counts(names)
+    return ValueError(
+        f"{directory}: the checkpoint's data iterator has {saved[0] if saved else 'no'} "
+        f"data shards, this run {n}; resume with --config.data.shards="
+        f"{saved[0] if saved else '...'} (the global batch then stays the same on any number "
+        "of processes)")
+
+
 def saved_data_shards(workdir: str) -> int | None:
     """The number of data shards the newest checkpoint of ``workdir`` was written with
     (None: no checkpoint)."""
     try:
         directory, steps = checkpoint_steps(workdir)
-        names = os.listdir(os.path.join(directory, str(steps[-1]), "data"))
+        counts = shard_counts(os.listdir(os.path.join(directory, str(steps[-1]), "data")))
     except (FileNotFoundError, NotADirectoryError):
         return None
-    counts = {int(m.group(1)) for f in names if (m := re.fullmatch(r"shard_\d+-of-(\d+)\.json", f))}
-    return counts.pop() if len(counts) == 1 else None
+    return counts[0] if len(counts) == 1 else None
 
 
 class DataShardsHandler:
@@ -109,13 +122,7 @@ class DataShardsHandler:
         for s in item.iterators:
             path = directory / f"shard_{s}-of-{n}.json"
             if not path.exists():
-                saved = sorted({int(m.group(1)) for f in directory.iterdir()
-                                if (m := re.fullmatch(r"shard_\d+-of-(\d+)\.json", f.name))})
-                raise ValueError(
-                    f"{directory}: the checkpoint's data iterator has "
-                    f"{saved[0] if saved else 'no'} data shards, this run {n}; resume with "
-                    f"--config.data.shards={saved[0] if saved else '...'} (the global batch "
-                    "then stays the same on any number of processes)")
+                raise shard_count_error(directory, [f.name for f in directory.iterdir()], n)
             states[str(s)] = json.loads(path.read_text())
         item.set_state(states)
         return item
@@ -207,8 +214,8 @@ class Checkpointer:
         data = os.path.join(root, "data")
         n = data_iter.num_shards
         names = os.listdir(data)
-        if names and not any(f.endswith(f"-of-{n}.json") for f in names):
-            DataShardsHandler().restore(epath.Path(data), data_iter)  # raises: say which
+        if shard_counts(names) and n not in shard_counts(names):  # not damage: another count
+            raise shard_count_error(data, names, n)
         for shard in data_iter.iterators:
             path = os.path.join(data, f"shard_{shard}-of-{n}.json")
             try:

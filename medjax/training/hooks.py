@@ -167,10 +167,7 @@ class Evaluate:
     def __call__(self, info) -> None:
         self.run(info.step, info.state["params"])
 
-    def run(self, step: int, params, mesh=None) -> dict:
-        if mesh is not None:
-            with jax.set_mesh(mesh):
-                return self.run(step, params)
+    def run(self, step: int, params) -> dict:
         m = self.evaluator(params)
         self.writer.write(step, m)
         _record(self.results, step, m)
@@ -191,11 +188,8 @@ class SampleCompletions:
     def __call__(self, info) -> None:
         self.run(info.step, info.state["params"])
 
-    def run(self, step: int, params, mesh=None) -> None:
+    def run(self, step: int, params) -> None:
         import json
-        if mesh is not None:
-            with jax.set_mesh(mesh):
-                return self.run(step, params)
         results = self.generate_fn(params, self.ids)
         if jax.process_index() != 0:
             return

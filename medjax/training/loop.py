@@ -79,10 +79,11 @@ def run(config, workdir: str) -> dict:
         ) if "eval" in passes else None
         samples = sample_hook(config, s, writer, workdir)
         add_default_hooks(trainer, config, s, writer, evaluate, samples)
-        if evaluate and config.eval.at_start and start == 0:
-            evaluate.run(0, trainer.state["params"], s.mesh)
-        if samples and config.eval.at_start and start == 0:
-            samples.run(0, trainer.state["params"], s.mesh)
+        if config.eval.at_start and start == 0:  # step 0: before any training
+            with jax.set_mesh(s.mesh):
+                for hook in (evaluate, samples):
+                    if hook is not None:
+                        hook.run(0, trainer.state["params"])
         for _ in trainer.steps():
             pass
         trainer.finish()
