@@ -6,8 +6,9 @@
   new prompt length does not recompile; each row keeps its own length, and row ``r``'s
   token at position ``p`` sits in cache slot ``p`` (``models.decoder.forward_cached``):
   a padded slot lies after the row's tokens and is never attended to;
-* one prefill pass over the prompts fills the cache ``[layers, rows, cache_len,
-  kv_heads, head_dim]`` and gives each row's first token; then a jitted
+* one prefill pass over the prompts fills the cache ``[layers, rows, kv_heads,
+  cache_len, head_dim]`` (rows over the mesh's batch axes, KV heads over tensor;
+  rows are padded with filler rows to divide evenly) and gives each row's first token; then a jitted
   ``lax.while_loop`` feeds one token per row per step until every row has stopped
   (EOS / end of turn / ``stop_ids``) or ``max_new_tokens``;
 * greedy (``temperature=0``) or sampling with ``temperature``, ``top_k`` and ``top_p``
@@ -37,7 +38,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from .models import ModelConfig
-from .models.decoder import forward_cached
+from .models.decoder import cache_shape, forward_cached, unstack_layers
+from .parallel.sharding import constrain, logical_to_spec
 
 
 @dataclasses.dataclass
@@ -47,6 +49,19 @@ class Generation:
     ids: list[int]
     finish_reason: str
     logprobs: list[float]
+
+
+CACHE_AXES = ("layers", "batch", "kv_heads", "length", "head_dim")
+
+
+def _batch_multiple() -> int:
+    """Rows must divide evenly over the mesh axes the batch is sharded on (1 off a mesh)."""
+    mesh = jax.sharding.get_abstract_mesh()
+    if mesh.empty:
+        return 1
+    spec = logical_to_spec(("batch",), None, mesh.axis_names)[0]
+    axes = () if spec is None else (spec,) if isinstance(spec, str) else spec
+    return int(np.prod([mesh.shape[a] for a in axes]))
 
 
 def bucket(n: int, minimum: int = 16) -> int:
@@ -82,9 +97,12 @@ def _generate(config: ModelConfig, params, ids_bt, lengths_b, key, *, max_new_to
               on_token=None):
     b, t = ids_bt.shape
     cache_len = t + max_new_tokens
-    shape = (config.num_layers, b, cache_len, config.num_kv_heads, config.head_dim)
+    shape = cache_shape(config, b, cache_len)
     dtype = jnp.dtype(config.dtype)
-    cache = (jnp.zeros(shape, dtype), jnp.zeros(shape, dtype))
+    # Under a mesh: rows over the batch axes (data, fsdp), KV heads over tensor.
+    cache = tuple(constrain(jnp.zeros(shape, dtype), CACHE_AXES) for _ in range(2))
+    if not config.scan_layers:  # split once, outside the decode loop
+        params, cache = unstack_layers(params, cache)
     logits, cache = forward_cached(config, params, ids_bt, jnp.zeros((b,), jnp.int32), cache)
     last = jnp.take_along_axis(logits, (lengths_b - 1)[:, None, None], axis=1)[:, 0]
     stops = jnp.asarray(stop_ids if stop_ids else (-1,), jnp.int32)
@@ -101,7 +119,7 @@ def _generate(config: ModelConfig, params, ids_bt, lengths_b, key, *, max_new_to
     token, logp = pick(last, sub)
     out = jnp.full((b, max_new_tokens), -1, jnp.int32)
     out_logp = jnp.zeros((b, max_new_tokens), jnp.float32)
-    done = jnp.zeros((b,), bool)
+    done = lengths_b == 0  # filler rows (to divide over the mesh) are done from the start
     stopped = jnp.zeros((b,), bool)
 
     def cond(carry):
@@ -144,10 +162,11 @@ def generate(config: ModelConfig, params, prompts: list[list[int]], *,
                          "temperature >= 0, top_k >= 0 and 0 < top_p <= 1")
     rows = [list(p) for p in prompts for _ in range(n)]
     t = bucket(max(len(p) for p in rows))
-    ids = np.zeros((len(rows), t), np.int32)
+    padded = -len(rows) % _batch_multiple()  # filler rows, dropped from the results
+    ids = np.zeros((len(rows) + padded, t), np.int32)
     for r, p in enumerate(rows):
         ids[r, :len(p)] = p
-    lengths = np.array([len(p) for p in rows], np.int32)
+    lengths = np.array([len(p) for p in rows] + [0] * padded, np.int32)
     out, logp, stopped = jax.device_get(_generate(
         config, params, jnp.asarray(ids), jnp.asarray(lengths), jax.random.key(seed),
         max_new_tokens=int(max_new_tokens), temperature=float(temperature), top_k=int(top_k),

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from medjax.generate import bucket, generate, sample_logits
+from medjax.generate import _batch_multiple, _generate, bucket, generate, sample_logits
 from medjax.models import forward, load_hf
-from medjax.models.decoder import forward_cached
+from medjax.models.decoder import forward_cached, unstack_layers
 
 PROMPTS = [[5, 17, 99, 3], [42] * 9 + [7, 8], [200, 1]]
 
@@ -43,17 +43,23 @@ def test_greedy_equals_transformers_on_a_batch_of_lengths(hf_case, case):
     assert stopped[0].ids == got[0].ids[:4] and stopped[0].finish_reason == "stop"
 
 
-@pytest.mark.parametrize("scan,dtype", [(True, "float32"), (False, "float32"),
-                                         (True, "bfloat16")])
-def test_cached_logits_equal_the_full_forward_at_every_step(hf_case, scan, dtype):
+@pytest.mark.parametrize("scan,dtype,unstacked", [(True, "float32", False),
+                                                   (False, "float32", False),
+                                                   (False, "float32", True),
+                                                   (True, "bfloat16", False)])
+def test_cached_logits_equal_the_full_forward_at_every_step(hf_case, scan, dtype, unstacked):
+    """Stacked cache in a layer scan, stacked by layer index, and the per-layer form the
+    unrolled decode loop uses (``unstack_layers``)."""
     path, _, _ = hf_case("mistral_window")
     config, params = load_hf(path)
     config = config.replace(scan_layers=scan, dtype=dtype)
     tol = 1e-4 if dtype == "float32" else 6e-2  # bf16: the two paths round differently
     seq = np.random.RandomState(0).randint(0, 256, (2, 20)).astype(np.int32)
     full = np.asarray(forward(config, params, seq))
-    cache_shape = (config.num_layers, 2, 32, config.num_kv_heads, config.head_dim)
+    cache_shape = (config.num_layers, 2, config.num_kv_heads, 32, config.head_dim)
     cache = (jnp.zeros(cache_shape, dtype), jnp.zeros(cache_shape, dtype))
+    if unstacked:
+        params, cache = unstack_layers(params, cache)
     logits, cache = forward_cached(config, params, jnp.asarray(seq[:, :6]),
                                    jnp.zeros(2, jnp.int32), cache)
     np.testing.assert_allclose(np.asarray(logits), full[:, :6], atol=tol, rtol=tol)
@@ -111,6 +117,17 @@ def test_sharded_parameters_give_the_same_tokens(hf_case):
     with jax.set_mesh(mesh):
         got = generate(config, sharded, PROMPTS + [[9, 9]], max_new_tokens=12,
                        temperature=0.9, seed=5)
+        assert _batch_multiple() == 4  # so the 5 rows above ran as 8 (3 filler rows)
+        # The cache [layers, rows,
+        # kv_heads, slots, head_dim] is split over rows (fsdp 4) and KV heads (tensor 2).
+        ids = jnp.zeros((8, 16), jnp.int32)
+        hlo = _generate.lower(config, sharded, ids, jnp.ones(8, jnp.int32), jax.random.key(0),
+                              max_new_tokens=12, temperature=0.0, top_k=0, top_p=1.0,
+                              stop_ids=()).compile().as_text()
+    full = (config.num_layers, 8, config.num_kv_heads, 28, config.head_dim)
+    part = (config.num_layers, 2, config.num_kv_heads // 2, 28, config.head_dim)
+    assert f"[{','.join(map(str, part))}]" in hlo
+    assert f"[{','.join(map(str, full))}]" not in hlo
     assert [g.ids for g in got] == [w.ids for w in want]
 
 

@@ -140,23 +140,43 @@ class RMSNorm(nn.Module):
         return y.astype(self.dtype) * scale.astype(self.dtype)
 
 
-def cached_attention(config: ModelConfig, q_btnh, k_cache_bskh, v_cache_bskh, q_pos_bt):
-    """Attention of queries at positions ``q_pos_bt`` over a KV cache indexed by position:
-    slot ``s`` is seen iff ``s <= position`` (and, with Mistral's window, ``s > position -
-    sliding_window``). Slots past a row's own tokens are never seen (they lie after it)."""
-    s_pos = jnp.arange(k_cache_bskh.shape[1])
+def cached_attention(config: ModelConfig, q_btnh, k_cache_bksh, v_cache_bksh, q_pos_bt):
+    """Attention of queries at positions ``q_pos_bt`` over a KV cache indexed by position
+    (``[batch, kv_heads, cache_len, head_dim]``): slot ``s`` is seen iff ``s <= position``
+    (and, with Mistral's window, ``s > position - sliding_window``). Slots past a row's own
+    tokens are never seen (they lie after it).
+
+    Grouped-query heads are contracted against their shared KV head directly (no repeat of
+    the cache), scores and softmax in float32; the cache's [kv_heads, slots, head_dim]
+    layout is the one both products read without a transpose."""
+    b, t, n, h = q_btnh.shape
+    kv = k_cache_bksh.shape[1]
+    q_btkgh = q_btnh.reshape(b, t, kv, n // kv, h)
+    scores = jnp.einsum("btkgh,bksh->bkgts", q_btkgh, k_cache_bksh,
+                        preferred_element_type=jnp.float32) * (config.head_dim ** -0.5)
+    s_pos = jnp.arange(k_cache_bksh.shape[2])
     mask = s_pos[None, None, :] <= q_pos_bt[:, :, None]
     if config.sliding_window is not None:
         mask &= s_pos[None, None, :] > q_pos_bt[:, :, None] - config.sliding_window
-    return jax.nn.dot_product_attention(
-        q_btnh, k_cache_bskh, v_cache_bskh, mask=mask[:, None], scale=config.head_dim ** -0.5,
-        implementation="xla")
+    # A finite fill: a row whose every slot is masked (a padded prompt position) gets
+    # uniform weights over finite values instead of NaN.
+    scores = jnp.where(mask[:, None, None], scores, jnp.finfo(jnp.float32).min)
+    probs = jax.nn.softmax(scores, axis=-1).astype(v_cache_bksh.dtype)
+    out = jnp.einsum("bkgts,bksh->btkgh", probs, v_cache_bksh)
+    return out.reshape(b, t, n, h)
 
 
-def write_cache(cache_bskh, new_btkh, start_b):
-    """Writes each row's ``new`` tokens into its cache from slot ``start_b[row]``."""
-    return jax.vmap(lambda c, x, i: jax.lax.dynamic_update_slice(c, x.astype(c.dtype), (i, 0, 0))
-                    )(cache_bskh, new_btkh, start_b)
+def write_cache(cache, new_btkh, start_b, layer=None):
+    """Writes each row's ``new`` tokens into its cache from slot ``start_b[row]``, in place:
+    ``cache`` is one layer's ``[batch, kv_heads, cache_len, head_dim]`` or, with ``layer``,
+    the stacked ``[layers, batch, kv_heads, cache_len, head_dim]``."""
+    b, t = new_btkh.shape[:2]
+    rows = jnp.arange(b)[:, None]
+    slots = start_b[:, None] + jnp.arange(t)[None, :]
+    new_btkh = new_btkh.astype(cache.dtype)
+    if layer is None:
+        return cache.at[rows, :, slots].set(new_btkh, mode="drop")
+    return cache.at[layer, rows, :, slots].set(new_btkh, mode="drop")
 
 
 class Attention(nn.Module):
@@ -182,11 +202,14 @@ class Attention(nn.Module):
         if cache is None:
             out_btnh = attention(c, q_btnh, k_btkh, v_btkh, segment_ids)
             return jnp.einsum("btnh,nhd->btd", out_btnh, o_proj_nhd)
-        k_cache, v_cache, start_b = cache  # generation: [batch, cache_len, kv_heads, head_dim]
-        k_cache = write_cache(k_cache, k_btkh, start_b)
-        v_cache = write_cache(v_cache, v_btkh, start_b)
+        # Generation (forward_cached): this layer's cache [batch, kv_heads, cache_len,
+        # head_dim], or the stacked one and this layer's index inside a layer scan.
+        k_cache, v_cache, layer, start_b = cache
+        k_cache = write_cache(k_cache, k_btkh, start_b, layer)
+        v_cache = write_cache(v_cache, v_btkh, start_b, layer)
         q_pos_bt = start_b[:, None] + jnp.arange(x_btd.shape[1])[None, :]
-        out_btnh = cached_attention(c, q_btnh, k_cache, v_cache, q_pos_bt)
+        own = (lambda a: a) if layer is None else (lambda a: a[layer])
+        out_btnh = cached_attention(c, q_btnh, own(k_cache), own(v_cache), q_pos_bt)
         return jnp.einsum("btnh,nhd->btd", out_btnh, o_proj_nhd), (k_cache, v_cache)
 
 
@@ -405,38 +428,61 @@ def _neftune(x_btd: jax.Array, segment_ids: jax.Array | None, alpha: float,
     return (x_btd.astype(jnp.float32) + noise).astype(x_btd.dtype)
 
 
+def cache_shape(config: ModelConfig, batch: int, cache_len: int) -> tuple[int, ...]:
+    """The KV cache of ``forward_cached``: keys and values, each ``[layers, batch, kv_heads,
+    cache_len, head_dim]``."""
+    return (config.num_layers, batch, config.num_kv_heads, cache_len, config.head_dim)
+
+
+def unstack_layers(params: Params, cache: tuple[jax.Array, jax.Array]):
+    """The per-layer form ``forward_cached`` takes for an unrolled decode loop: the layer
+    parameters as a list of per-layer trees and the cache as per-layer arrays, split once
+    before the loop so that no decode step copies a layer's weights or cache (they cost a
+    second copy of the weights while generating; ``scan_layers`` keeps them stacked)."""
+    n = jax.tree.leaves(cache[0])[0].shape[0] if not isinstance(cache[0], (list, tuple)) \
+        else len(cache[0])
+    layers = [jax.tree.map(lambda p, i=i: p[i], params["layers"]) for i in range(n)]
+    return dict(params, layers=layers), tuple([a[i] for i in range(n)] for a in cache)
+
+
 def forward_cached(config: ModelConfig, params: Params, input_ids: jax.Array,
-                   start: jax.Array, cache: tuple[jax.Array, jax.Array]):
+                   start: jax.Array, cache):
     """Generation: ``input_ids`` [batch, t] at positions ``start[row] + 0..t-1``, their keys
-    and values written into ``cache`` = (k, v), each ``[layers, batch, cache_len, kv_heads,
-    head_dim]``, attending to everything before them there. Returns (logits [batch, t,
-    vocab] float32, the updated cache). A prompt (t > 1, start 0) fills the cache; then one
-    token a step (t = 1, start = each row's length so far)."""
+    and values written into ``cache`` = (k, v) at slots ``start[row] + 0..t-1``, attending
+    to everything before them there. Returns (logits [batch, t, vocab] float32, the updated
+    cache). A prompt (t > 1, start 0) fills the cache; then one token a step (t = 1, start =
+    each row's length so far).
+
+    ``cache``: (k, v) each ``[layers, batch, kv_heads, cache_len, head_dim]`` (see
+    ``cache_shape``), written in place inside a layer scan (``scan_layers``) or by layer;
+    or, with ``params`` and cache from ``unstack_layers``, lists of per-layer arrays."""
     b, t = input_ids.shape
     positions = start[:, None] + jnp.arange(t, dtype=jnp.int32)[None, :]
     cos, sin = rope_tables(config, positions)
     x = Embed(config).apply({"params": params["embed"]}, input_ids)
     layer = DecoderLayer(config)
 
-    def body(x_btd, xs):
-        layer_params, k, v = xs
-        x_btd, (k, v) = layer.apply({"params": layer_params}, x_btd, cos, sin, None,
-                                    (k, v, start))
-        return x_btd, (k, v)
+    def run(x_btd, layer_params, k, v, index):
+        return layer.apply({"params": layer_params}, x_btd, cos, sin, None, (k, v, index, start))
 
-    if config.scan_layers:
-        x, cache = jax.lax.scan(body, x, (params["layers"], *cache))
+    k, v = cache
+    if isinstance(params["layers"], (list, tuple)):  # unstack_layers: per-layer everything
+        k, v = list(k), list(v)
+        for i, layer_params in enumerate(params["layers"]):
+            x, (k[i], v[i]) = run(x, layer_params, k[i], v[i], None)
+    elif config.scan_layers:
+        def body(carry, layer_params):
+            x_btd, k, v, i = carry
+            x_btd, (k, v) = run(x_btd, layer_params, k, v, i)
+            return (x_btd, k, v, i + 1), None
+
+        (x, k, v, _), _ = jax.lax.scan(body, (x, k, v, jnp.int32(0)), params["layers"])
     else:
-        ks, vs = [], []
         for i in range(config.num_layers):
-            x, (k, v) = body(x, (jax.tree.map(lambda p: p[i], params["layers"]),
-                                 cache[0][i], cache[1][i]))
-            ks.append(k)
-            vs.append(v)
-        cache = (jnp.stack(ks), jnp.stack(vs))
+            x, (k, v) = run(x, jax.tree.map(lambda p: p[i], params["layers"]), k, v, i)
     h = FinalNorm(config).apply({"params": {"final_norm": params["final_norm"]}}, x)
     kernel = lm_head_kernel(config, params).astype(h.dtype)
-    return jnp.einsum("btd,dv->btv", h, kernel, preferred_element_type=jnp.float32), cache
+    return jnp.einsum("btd,dv->btv", h, kernel, preferred_element_type=jnp.float32), (k, v)
 
 
 def lm_head_kernel(config: ModelConfig, params: Params) -> jax.Array:
