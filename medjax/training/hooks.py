@@ -180,10 +180,14 @@ class SampleCompletions:
     ``WORKDIR/samples.jsonl`` (``{"step", "prompt", "completion", "finish_reason"}``) and
     as TensorBoard text: what the model says, as it trains (``eval.samples``)."""
 
-    def __init__(self, prompts: list, encode, decode, generate_fn, writer, path: str):
+    def __init__(self, prompts: list, encode, decode, generate_fn, writer, path: str,
+                 resume_step: int = 0):
         self.prompts, self.decode, self.generate_fn = prompts, decode, generate_fn
         self.ids = [encode(p) for p in prompts]  # a bad prompt fails at start, not later
         self.writer, self.path = writer, path
+        if jax.process_index() == 0:  # samples past the restored step will be redrawn
+            from .metrics import trim_jsonl
+            trim_jsonl(path, resume_step)
 
     def __call__(self, info) -> None:
         self.run(info.step, info.state["params"])

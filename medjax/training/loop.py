@@ -77,7 +77,7 @@ def run(config, workdir: str) -> dict:
             max_batches=config.eval.batches,
             name=described), writer, trainer.results
         ) if "eval" in passes else None
-        samples = sample_hook(config, s, writer, workdir)
+        samples = sample_hook(config, s, writer, workdir, start)
         add_default_hooks(trainer, config, s, writer, evaluate, samples)
         if config.eval.at_start and start == 0:  # step 0: before any training
             with jax.set_mesh(s.mesh):
@@ -107,7 +107,7 @@ def keep_data_shards(config, workdir: str) -> None:
             config.data.shards = saved
 
 
-def sample_hook(config, s: Setup, writer, workdir: str):
+def sample_hook(config, s: Setup, writer, workdir: str, resume_step: int = 0):
     """The ``eval.samples`` hook (None without prompts or for a reward model)."""
     prompts = config.eval.samples
     if isinstance(prompts, str):
@@ -128,7 +128,7 @@ def sample_hook(config, s: Setup, writer, workdir: str):
         list(prompts), encode, lambda r: tok.decode([i for i in r.ids if i not in stop]),
         lambda params, ids: generate(s.model_config, params, ids,
                                      max_new_tokens=config.eval.sample_tokens, stop_ids=stop),
-        writer, os.path.join(workdir, "samples.jsonl"))
+        writer, os.path.join(workdir, "samples.jsonl"), resume_step)
 
 
 def add_default_hooks(trainer: Trainer, config, s: Setup, writer, evaluate,

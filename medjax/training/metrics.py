@@ -37,6 +37,28 @@ def train_flops_per_token(config: ModelConfig, seq_len: int) -> float:
     return 6 * n + attn
 
 
+def trim_jsonl(path: str, resume_step: int) -> None:
+    """Drops the records of a step-keyed JSONL file (metrics, samples) past the checkpoint
+    a run resumes from, since they will be written again (all of them when there is no
+    checkpoint to resume from); a line torn by a kill or a full disk is dropped."""
+    if not os.path.exists(path):
+        return
+    kept = []
+    with open(path, encoding="utf-8", errors="replace") as f:
+        for n, line in enumerate(f, 1):
+            try:
+                row = json.loads(line) if line.strip() else None
+            except ValueError:
+                log.warning("%s:%d: dropped a damaged line (%r)", path, n, line[:60])
+                continue
+            if resume_step and isinstance(row, dict) and row.get("step", 0) <= resume_step:
+                kept.append(json.dumps(row) + "\n")
+    tmp = path + ".tmp"
+    with open(tmp, "w", encoding="utf-8") as f:
+        f.writelines(kept)
+    os.replace(tmp, path)
+
+
 class MetricsWriter:
     """Appends one JSON object per logged step to ``metrics.jsonl`` (process 0 only)."""
 
@@ -46,24 +68,7 @@ class MetricsWriter:
         self._tb = None
         if not self.enabled:
             return
-        # Entries past the checkpoint we resume from will be recomputed: drop them
-        # (all of them when there is no checkpoint to resume from).
-        if os.path.exists(self.path):
-            kept = []
-            with open(self.path, encoding="utf-8", errors="replace") as f:
-                for n, line in enumerate(f, 1):
-                    try:
-                        row = json.loads(line) if line.strip() else None
-                    except ValueError:  # a line torn by a kill or a full disk: dropped
-                        log.warning("%s:%d: dropped a damaged line (%r)", self.path, n,
-                                    line[:60])
-                        continue
-                    if resume_step and isinstance(row, dict) and row.get("step", 0) <= resume_step:
-                        kept.append(json.dumps(row) + "\n")
-            tmp = self.path + ".tmp"
-            with open(tmp, "w") as f:
-                f.writelines(kept)
-            os.replace(tmp, self.path)
+        trim_jsonl(self.path, resume_step)
         if tensorboard:
             try:
                 from tensorboardX import SummaryWriter

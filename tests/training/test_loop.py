@@ -444,3 +444,15 @@ def test_eval_samples_are_written_at_each_evaluation(tmp_path):
                      max_new_tokens=6, stop_ids=(tok.eos_id, 128009))[0]
     assert tok.decode([i for i in again.ids if i not in (tok.eos_id, 128009)]) == \
         rows[2]["completion"]
+    # A resumed run (from the step-2 checkpoint) drops samples written past it (as a
+    # killed run leaves them) and appends its own: each step's samples once.
+    with open(tmp_path / "wd" / "samples.jsonl", "a") as f:
+        f.write(json.dumps({"step": 3, "prompt": "What is anemia?", "completion": "x"}) + "\n")
+        f.write('{"step": 4, "prom')  # torn by the kill
+    c2 = load_config("sft", **{"steps": 4, "seq_len": 64, "logging.progress": False,
+                               "checkpoint.every": 100, "eval.batches": 1, "eval.every": 2,
+                               "eval.samples": "What is anemia?; How is asthma treated?",
+                               "eval.sample_tokens": 6})
+    run(c2, str(tmp_path / "wd"))
+    rows = [json.loads(x) for x in open(tmp_path / "wd" / "samples.jsonl")]
+    assert [r["step"] for r in rows] == [0, 0, 2, 2, 4, 4]
