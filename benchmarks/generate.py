@@ -27,6 +27,9 @@ flags.DEFINE_list("batches", ["1", "16"], "Batch sizes.")
 flags.DEFINE_integer("prompt_len", 128, "Prompt tokens.")
 flags.DEFINE_integer("new_tokens", 128, "New tokens per row.")
 flags.DEFINE_integer("repeats", 3, "Timed runs per setting (median).")
+flags.DEFINE_list("scan_layers", ["true", "false"],
+                  "medjax runs: layer scan on (weights and cache stay stacked) and/or off "
+                  "(per-layer copies split once before the decode loop).")
 
 SHAPE = dict(vocab_size=32000, hidden_size=512, intermediate_size=1536, num_hidden_layers=8,
              num_attention_heads=8, num_key_value_heads=4, max_position_embeddings=4096,
@@ -65,18 +68,23 @@ def main(argv):
         prompts = np.random.RandomState(b).randint(0, SHAPE["vocab_size"], (b, t))
         rows = prompts.tolist()
 
-        def ours(new):
-            return generate(config, params, rows, max_new_tokens=new, stop_ids=())
+        mine = {}
+        for scan in FLAGS.scan_layers:
+            cfg = config.replace(scan_layers=scan.lower() in ("1", "true", "on"))
 
-        start = time.perf_counter()
-        first = ours(n_new)
-        compile_total = time.perf_counter() - start
-        start = time.perf_counter()
-        ours(1)
-        compile_prefill = time.perf_counter() - start
-        assert all(len(g.ids) == n_new for g in first)
-        total = _median_time(lambda: ours(n_new), FLAGS.repeats)
-        prefill = _median_time(lambda: ours(1), FLAGS.repeats)
+            def ours(new, cfg=cfg):
+                return generate(cfg, params, rows, max_new_tokens=new, stop_ids=())
+
+            start = time.perf_counter()
+            first = ours(n_new)
+            compile_total = time.perf_counter() - start
+            start = time.perf_counter()
+            ours(1)
+            compile_prefill = time.perf_counter() - start
+            assert all(len(g.ids) == n_new for g in first)
+            mine[f"medjax scan={cfg.scan_layers}"] = (
+                _median_time(lambda: ours(n_new), FLAGS.repeats),
+                _median_time(lambda: ours(1), FLAGS.repeats), compile_total, compile_prefill)
         ids = torch.tensor(prompts)
         mask = torch.ones_like(ids)
 
@@ -91,14 +99,16 @@ def main(argv):
         same = (out[:, t:].numpy() == np.array([g.ids for g in first])).mean()
         hf_total = _median_time(lambda: theirs(n_new), FLAGS.repeats)
         hf_prefill = _median_time(lambda: theirs(1), FLAGS.repeats)
-        for name, tot, pre in (("medjax", total, prefill), ("transformers", hf_total,
-                                                            hf_prefill)):
-            print(f"batch {b:3d} {name:>12}: prefill {pre * 1e3:8.1f} ms, decode "
+        timings = {**mine, "transformers": (hf_total, hf_prefill, None, None)}
+        for name, (tot, pre, _, _) in timings.items():
+            print(f"batch {b:3d} {name:>18}: prefill {pre * 1e3:8.1f} ms, decode "
                   f"{(tot - pre) / (n_new - 1) * 1e3:7.2f} ms/token, "
                   f"{b * n_new / tot:8.1f} tokens/s")
-        print(f"batch {b:3d}: medjax / transformers tokens/s = {hf_total / total:.2f}x; "
-              f"medjax first calls (compile + run) {compile_total:.1f} s and "
-              f"{compile_prefill:.1f} s; greedy tokens equal to transformers': {same:.1%}")
+        for name, (tot, _, compile_total, compile_prefill) in mine.items():
+            print(f"batch {b:3d}: {name} / transformers tokens/s = {hf_total / tot:.2f}x; "
+                  f"first calls (compile + run) {compile_total:.1f} s and "
+                  f"{compile_prefill:.1f} s")
+        print(f"batch {b:3d}: greedy tokens equal to transformers': {same:.1%}")
 
 
 if __name__ == "__main__":
