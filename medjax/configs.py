@@ -117,6 +117,16 @@ def base(objective: str) -> ml_collections.ConfigDict:
     # a list of strings, or "a; b; c" (a chat objective's template applies)
     c.eval.samples = ml_collections.FieldReference("", field_type=object)
     c.eval.sample_tokens = 64  # new tokens per sample completion
+    # Multiple-choice benchmarks scored as lm-eval does (medjax.evaluate), logged as
+    # bench/<task>/acc: tasks "medqa_4options,pubmedqa", a group (mmlu_medical, multimedqa)
+    # or task files; "" = none. data_dir "" = the bundled samples.
+    c.eval.benchmarks = ml_collections.ConfigDict()
+    c.eval.benchmarks.tasks = ""
+    c.eval.benchmarks.data_dir = ""
+    c.eval.benchmarks.every = 0  # steps between runs (and at the last); 0: with eval.every
+    c.eval.benchmarks.limit = 0  # questions per task; 0: all
+    c.eval.benchmarks.add_bos = "auto"  # auto (as current lm-eval), true or false
+    c.eval.benchmarks.max_length = 0  # model window for scoring; 0: the model's
     return c
 
 
@@ -298,7 +308,9 @@ def check(config) -> None:
     choices = {"data.format": (d.format, ("auto",) + tuple(PARSERS)),
                "data.template": (d.template, ("auto",) + tuple(TEMPLATES)),
                "data.on_bad_record": (d.on_bad_record, ("error", "skip")),
-               "data.truncation_mode": (d.truncation_mode, ("keep_start", "keep_end"))}
+               "data.truncation_mode": (d.truncation_mode, ("keep_start", "keep_end")),
+               "eval.benchmarks.add_bos": (config.eval.benchmarks.add_bos,
+                                           ("auto", "true", "false"))}
     for key, (value, allowed) in choices.items():
         if value not in allowed:
             raise ValueError(f"{key}={value!r}: expected one of {', '.join(allowed)}")

@@ -142,7 +142,8 @@ def _generate(config: ModelConfig, params, ids_bt, lengths_b, key, *, max_new_to
 
     carry = (jnp.int32(0), token, logp, cache, lengths_b, done, stopped, out, out_logp, key)
     *_, stopped, out, out_logp, _ = jax.lax.while_loop(cond, body, carry)
-    return out, out_logp, stopped
+    # Replicated, so that every process of a multi-host run can read the tokens.
+    return tuple(constrain(x, (None,) * x.ndim) for x in (out, out_logp, stopped))
 
 
 def generate(config: ModelConfig, params, prompts: list[list[int]], *,

@@ -295,3 +295,40 @@ def test_bad_tasks_and_records_name_the_file_line_and_field(tmp_path, models):
                                      "doc_to_target: 0\ndataset_path: missing.jsonl\n")
     with pytest.raises(TaskError, match=r"t.yaml: field 'dataset_path': missing.jsonl not found"):
         resolve([str(tmp_path / "t.yaml")], None)
+
+
+def test_benchmarks_during_training_and_workdir_equals_its_hf_export(tmp_path, data_dirs):
+    """eval.benchmarks logs bench/<task>/acc at step 0 and at each evaluation; the last
+    equals `medjax.evaluate` of the workdir, which equals evaluation of its HF export
+    (a different loader, the tokenizer and config written by medjax.convert)."""
+    import subprocess
+    import sys
+
+    from conftest import ROOT, load_config
+    from medjax.evaluate import run as evaluate
+    from medjax.training.loop import run
+    main, _ = data_dirs
+    c = load_config("sft", **{"steps": 2, "seq_len": 64, "logging.progress": False,
+                              "checkpoint.every": 100, "eval.batches": 1, "eval.every": 2,
+                              "eval.benchmarks.tasks": "medqa_4options,pubmedqa",
+                              "eval.benchmarks.data_dir": main,
+                              "eval.benchmarks.add_bos": "true"})
+    wd = tmp_path / "wd"
+    run(c, str(wd))
+    rows = [json.loads(x) for x in open(wd / "metrics.jsonl")]
+    bench = {r["step"]: r for r in rows if "bench/medqa_4options/acc" in r}
+    assert sorted(bench) == [0, 2]
+    assert "bench/medqa_4options/acc_norm" in bench[2] and "bench/pubmedqa/acc" in bench[2]
+    quiet = dict(progress=False, print_fn=lambda *_: None, add_bos="true")
+    ours = evaluate(str(wd), ["medqa_4options", "pubmedqa"], data_dir=main, **quiet)
+    assert ours["results"]["medqa_4options"]["acc,none"] == bench[2]["bench/medqa_4options/acc"]
+    hf = tmp_path / "hf"
+    subprocess.run([sys.executable, "-m", "medjax.convert", "--to=hf", f"--src={wd}",
+                    f"--dst={hf}"], check=True, cwd=ROOT, capture_output=True)
+    theirs = evaluate(str(hf), ["medqa_4options", "pubmedqa"], data_dir=main, **quiet)
+    for task in ("medqa_4options", "pubmedqa"):
+        a = [x[0] for s in ours["samples"][task] for x in s["filtered_resps"]]
+        b = [x[0] for s in theirs["samples"][task] for x in s["filtered_resps"]]
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
+        assert [s["arguments"] for s in ours["samples"][task]] == \
+            [s["arguments"] for s in theirs["samples"][task]]

@@ -30,6 +30,7 @@ import numpy as np
 
 from ..models import ModelConfig
 from ..models.decoder import forward_hidden, lm_head_kernel
+from ..parallel.sharding import constrain
 
 
 @dataclasses.dataclass
@@ -118,7 +119,9 @@ def _score_rows(config: ModelConfig, params, ids_bt, pos_bp, tok_bp):
     logits = jnp.einsum("bpd,dv->bpv", h_bpd, kernel, preferred_element_type=jnp.float32)
     target = jnp.take_along_axis(logits, tok_bp[..., None], axis=-1)[..., 0]
     logp = target - jax.nn.logsumexp(logits, axis=-1)
-    return logp, jnp.argmax(logits, axis=-1) == tok_bp
+    # Replicated, so that every process of a multi-host run can read the scores.
+    return (constrain(logp, (None, None)),
+            constrain(jnp.argmax(logits, axis=-1) == tok_bp, (None, None)))
 
 
 def _batch_multiple() -> int:

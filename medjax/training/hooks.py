@@ -175,6 +175,30 @@ class Evaluate:
         return m
 
 
+class Benchmarks:
+    """Multiple-choice benchmarks of the current parameters (``eval.benchmarks``), scored as
+    ``python -m medjax.evaluate`` scores them; ``bench/<task>/acc`` (and ``acc_norm``,
+    groups' ``acc``) written at the step."""
+
+    def __init__(self, score, writer, results: dict):
+        self.score, self.writer, self.results = score, writer, results
+
+    def __call__(self, info) -> None:
+        self.run(info.step, info.state["params"])
+
+    def run(self, step: int, params) -> dict:
+        out = self.score(params)
+        m = {}
+        for name, row in {**out["results"], **out["groups"]}.items():
+            for metric in ("acc", "acc_norm"):
+                if f"{metric},none" in row:
+                    m[f"bench/{name}/{metric}"] = row[f"{metric},none"]
+        self.writer.write(step, m)
+        _record(self.results, step, m)
+        log.info("step %d: %s", step, ", ".join(f"{k} {v:.4f}" for k, v in m.items()))
+        return m
+
+
 class SampleCompletions:
     """Greedy completions of a few prompts with the current parameters, written to
     ``WORKDIR/samples.jsonl`` (``{"step", "prompt", "completion", "finish_reason"}``) and

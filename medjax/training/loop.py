@@ -78,10 +78,11 @@ def run(config, workdir: str) -> dict:
             name=described), writer, trainer.results
         ) if "eval" in passes else None
         samples = sample_hook(config, s, writer, workdir, start)
-        add_default_hooks(trainer, config, s, writer, evaluate, samples)
+        bench = benchmark_hook(config, s, writer, trainer.results)
+        add_default_hooks(trainer, config, s, writer, evaluate, samples, bench)
         if config.eval.at_start and start == 0:  # step 0: before any training
             with jax.set_mesh(s.mesh):
-                for hook in (evaluate, samples):
+                for hook in (evaluate, samples, bench):
                     if hook is not None:
                         hook.run(0, trainer.state["params"])
         for _ in trainer.steps():
@@ -131,8 +132,36 @@ def sample_hook(config, s: Setup, writer, workdir: str, resume_step: int = 0):
         writer, os.path.join(workdir, "samples.jsonl"), resume_step)
 
 
+def benchmark_hook(config, s: Setup, writer, results: dict):
+    """The ``eval.benchmarks`` hook (None without tasks). Task names and files are checked
+    here, before any training step."""
+    b = config.eval.benchmarks
+    names = [t.strip() for t in str(b.tasks).split(",") if t.strip()]
+    if not names:
+        return None
+    if s.unit.head != "lm" or s.tokenizer is None:
+        raise ValueError(f"eval.benchmarks.tasks={b.tasks!r}: needs a language model with a "
+                         "tokenizer (not a reward model)")
+    from ..evals.run import evaluate
+    from ..evals.score import tokenizer_adds_bos
+    from ..evals.tasks import resolve
+    from ..evaluate import bundled_data_dir
+    tasks, groups = resolve(names, b.data_dir or bundled_data_dir())
+    for task in tasks:  # a missing field fails now, not after an hour of training
+        task.load(b.limit or None)
+    bos = tokenizer_adds_bos(s.tokenizer) if b.add_bos == "auto" else b.add_bos == "true"
+    window = b.max_length or s.model_config.max_position_embeddings
+    log.info("eval.benchmarks: %s (BOS %s, window %d)", ", ".join(t.name for t in tasks),
+             "added" if bos else "not added", window)
+    return hooks.Benchmarks(
+        lambda params: evaluate(s.model_config, params, s.tokenizer, tasks, groups,
+                                add_bos=bos, max_length=window, limit=b.limit or None,
+                                progress=False),
+        writer, results)
+
+
 def add_default_hooks(trainer: Trainer, config, s: Setup, writer, evaluate,
-                      samples=None) -> None:
+                      samples=None, bench=None) -> None:
     """Guard, metrics, progress bar, preemption, checkpoints and eval, in that order (a
     step's checkpoint is written before its evaluation, which can then never cost it)."""
     results = trainer.results
@@ -150,6 +179,9 @@ def add_default_hooks(trainer: Trainer, config, s: Setup, writer, evaluate,
         trainer.add_hook(evaluate, config.eval.every, last=True)
     if samples is not None:  # with the evaluations (at the last step when eval.every is 0)
         trainer.add_hook(samples, config.eval.every or config.steps, last=True)
+    if bench is not None:
+        every = config.eval.benchmarks.every or config.eval.every or config.steps
+        trainer.add_hook(bench, every, last=True)
 
 
 def plan_steps(config) -> int:

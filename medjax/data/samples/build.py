@@ -1040,6 +1040,26 @@ MCQ_TYPES = ["drug_class", "which_drug", "indication", "first_line", "mechanism"
 LETTERS = "ABCD"
 
 
+def option_values(rng: random.Random, correct: str, pool: list[str], same_area: list[str],
+                  idx: int) -> list[str]:
+    """Four option values: ``correct`` at position ``idx`` and three distractors from
+    ``pool`` (safely wrong values), up to two of them from ``same_area`` when it has safe
+    ones."""
+    pool = sorted(set(pool) - {correct})
+    near = [x for x in sorted(set(same_area)) if x in pool]
+    k_near = min(len(near), rng.randint(0, 2))
+    distractors = rng.sample(near, k_near)
+    distractors += rng.sample([x for x in pool if x not in distractors], 3 - k_near)
+    rng.shuffle(distractors)
+    return distractors[:idx] + [correct] + distractors[idx:]
+
+
+def mechanism_option(mech: str) -> str:
+    """A mechanism phrase as an option: "is reduced inside bacteria ..." -> "reduced inside
+    bacteria ..." (capitalized by the caller)."""
+    return mech[3:] if mech.startswith("is ") else mech
+
+
 def _mcq_item(rng: random.Random, qtype: str, answer_letter: str) -> dict:
     if qtype == "which_drug":  # the drug of a given class
         drug = rng.choice(DRUGS)
@@ -1078,17 +1098,9 @@ def _mcq_item(rng: random.Random, qtype: str, answer_letter: str) -> dict:
             question = rng.choice(["Which of the following establishes the diagnosis of {name}?",
                                    "How is the diagnosis of {name} made?"])
         question = question.format(Name=cap(name), name=name)
-    pool = sorted(set(pool) - {correct})
-    # Up to two distractors from the same therapeutic area when it has safe ones.
-    near = [x for x in sorted(set(same_area)) if x in pool]
-    k_near = min(len(near), rng.randint(0, 2))
-    distractors = rng.sample(near, k_near)
-    distractors += rng.sample([x for x in pool if x not in distractors], 3 - k_near)
-    rng.shuffle(distractors)
-    idx = LETTERS.index(answer_letter)
-    values = distractors[:idx] + [correct] + distractors[idx:]
-    if qtype == "mechanism":  # "is reduced inside bacteria ..." -> "Reduced inside bacteria ..."
-        values = [v[3:] if v.startswith("is ") else v for v in values]
+    values = option_values(rng, correct, pool, same_area, LETTERS.index(answer_letter))
+    if qtype == "mechanism":
+        values = [mechanism_option(v) for v in values]
     options = {letter: cap(v) for letter, v in zip(LETTERS, values)}
     return {"question": question, "options": options, "answer": options[answer_letter],
             "answer_idx": answer_letter}
@@ -1110,6 +1122,566 @@ def mcq_records(rng: random.Random, n: int, exclude: frozenset = frozenset()) ->
 
 
 # ---------------------------------------------------------------------------
+# Benchmark samples (bench/): MedQA, MedMCQA, PubMedQA and MMLU layouts
+# ---------------------------------------------------------------------------
+# Small stand-ins for the public benchmarks, so `python -m medjax.evaluate` runs
+# out of the box. Every question is built from facts.py; distractors come from
+# claim_values / conflict / DRUG_AREA as in mcq.jsonl, or from the rules below.
+# Internally an item is {"qtype", "subject", "question", "values" (4 option texts),
+# "gold" (0-3), "exp", "key"}; each writer lays items out in one benchmark's layout.
+
+# Organ systems as body systems (MMLU anatomy). Psychiatric conditions are left out
+# there: "psychiatric" is not a body system.
+BODY_SYSTEMS = {
+    "endocrine": "the endocrine system", "cardiovascular": "the cardiovascular system",
+    "respiratory": "the respiratory system", "gastrointestinal": "the digestive system",
+    "genitourinary": "the genitourinary system", "neurological": "the nervous system",
+    "musculoskeletal": "the musculoskeletal system", "hematologic": "the hematologic system",
+    "dermatologic": "the integumentary system",
+}
+# Hypercholesterolemia is a metabolic finding more than a disorder of one body system;
+# the pancreas is also a digestive gland, so "the digestive system" is not clearly wrong
+# for diabetes.
+BODY_SYSTEM_SKIP = {"hypercholesterolemia"}
+BODY_SYSTEM_NOT_WRONG = {("type 1 diabetes", "gastrointestinal"),
+                         ("type 2 diabetes", "gastrointestinal")}
+
+# Key symptoms specific enough to be a wrong answer to "a typical feature of X?" for a
+# condition of an unrelated organ system (generic ones such as fatigue, fever, nausea,
+# headache, cough or breathlessness are never used, as answers or as distractors).
+SPECIFIC_FEATURES = [
+    "increased thirst", "cold intolerance", "heat intolerance", "orthopnea",
+    "ankle swelling", "an irregularly irregular pulse",
+    "chest pain on exertion that is relieved by rest", "unilateral leg swelling", "calf pain",
+    "episodic wheeze", "sputum production", "hemoptysis", "night sweats", "loud snoring",
+    "witnessed pauses in breathing", "heartburn", "regurgitation", "epigastric pain",
+    "black stools from bleeding", "watery diarrhea", "painful urination", "suprapubic pain",
+    "a weak urinary stream", "nocturia", "persistent low mood", "loss of interest or pleasure",
+    "excessive worry", "episodes of elevated mood", "hallucinations", "delusions",
+    "disorganized speech", "recurrent unprovoked seizures", "resting tremor", "bradykinesia",
+    "throbbing one-sided headache", "sensitivity to light", "progressive memory loss",
+    "neck stiffness", "involvement of the big toe", "symmetrical swelling of small joints",
+    "morning stiffness lasting over an hour", "pallor",
+    "a painful vesicular rash in one dermatome",
+]
+# (condition, feature) pairs kept out although the organ systems differ: the feature
+# does occur in the condition, or is easily confused with one of its features.
+FEATURE_NOT_WRONG = {
+    ("Graves disease", "watery diarrhea"),          # frequent loose stools in hyperthyroidism
+    ("Graves disease", "night sweats"),             # sweating with heat intolerance
+    ("hypothyroidism", "progressive memory loss"),  # slowed thinking, poor memory
+    ("hypothyroidism", "persistent low mood"),
+    ("hypothyroidism", "loss of interest or pleasure"),
+    ("hypothyroidism", "ankle swelling"),           # myxedema
+    ("hypothyroidism", "morning stiffness lasting over an hour"),  # hypothyroid myopathy
+    ("hypothyroidism", "loud snoring"),             # sleep apnea is more common
+    ("hypothyroidism", "pallor"),
+    ("hypothyroidism", "bradykinesia"),             # slowed movement
+    ("Graves disease", "nocturia"),                 # polyuria
+    ("Graves disease", "sensitivity to light"),     # thyroid eye disease
+    ("type 2 diabetes", "nocturia"),                # polyuria
+    ("type 1 diabetes", "nocturia"),
+    ("type 2 diabetes", "night sweats"),            # nocturnal hypoglycemia on treatment
+    ("type 1 diabetes", "night sweats"),
+    ("heart failure with reduced ejection fraction", "nocturia"),
+    ("heart failure with reduced ejection fraction", "increased thirst"),
+    ("heart failure with reduced ejection fraction", "cold intolerance"),  # cold peripheries
+    ("atrial fibrillation", "nocturia"),
+    ("stable angina", "heartburn"),                 # angina can be felt as indigestion
+    ("obstructive sleep apnea", "nocturia"),
+    ("obstructive sleep apnea", "persistent low mood"),
+    ("obstructive sleep apnea", "loss of interest or pleasure"),
+    ("gastroesophageal reflux disease", "episodic wheeze"),  # reflux-related wheeze
+    ("Parkinson disease", "nocturia"),              # autonomic features
+    ("Parkinson disease", "night sweats"),
+    ("Parkinson disease", "heat intolerance"),
+    ("iron deficiency anemia", "cold intolerance"),
+}
+
+# Condition pairs never offered as each other's wrong diagnosis although their table
+# symptoms differ: one is a usual differential or a cause of the other's presentation.
+DX_NOT_WRONG = [
+    ("acute coronary syndrome", "gastroesophageal reflux disease"),
+    ("stable angina", "gastroesophageal reflux disease"),
+    ("asthma", "gastroesophageal reflux disease"),        # reflux-related cough and wheeze
+    ("chronic obstructive pulmonary disease", "gastroesophageal reflux disease"),
+    ("atrial fibrillation", "generalized anxiety disorder"),  # palpitations
+    ("pulmonary embolism", "generalized anxiety disorder"),   # panic-like breathlessness
+    ("pulmonary embolism", "Graves disease"),                 # tachycardia
+    ("asthma", "generalized anxiety disorder"),
+    ("obstructive sleep apnea", "hypothyroidism"),
+    ("Alzheimer disease", "hypothyroidism"),                  # a reversible cause of dementia
+]
+
+# First-line drugs for one condition that the fact table lists side by side without
+# ranking them: "Is A more effective than B for X?" is left open ("maybe") by the table.
+COMPARABLE_FIRST_LINE = {
+    "hypertension": ["lisinopril", "amlodipine", "hydrochlorothiazide"],
+    "generalized anxiety disorder": ["sertraline", "venlafaxine"],
+    "gout": ["colchicine", "ibuprofen"],
+    "pulmonary embolism": ["apixaban", "heparin"],
+}
+
+
+def join_clear(items: list[str]) -> str:
+    """``join``, with a comma before "and" also for two items when one of them holds an
+    "and" or a clause ("redness and swelling, and involvement of the big toe")."""
+    if len(items) == 2 and any(" and " in x or " that " in x for x in items):
+        return f"{items[0]}, and {items[1]}"
+    return join(items)
+
+
+def _far(a: dict, b: dict) -> bool:
+    """Conditions of organ systems that are not near each other, both ways round."""
+    return a["organ_system"] not in _near_systems(b) and b["organ_system"] not in _near_systems(a)
+
+
+def _symptomatic() -> list[dict]:
+    return [c for c in CONDITIONS if not c.get("asymptomatic")]
+
+
+def wrong_diagnoses(cond: dict) -> list[str]:
+    """Conditions that are clearly not the diagnosis of a patient with ``cond``'s symptoms:
+    another, unrelated organ system and no key symptom in common (by word stem)."""
+    return [c["name"] for c in CONDITIONS
+            if c is not cond and _far(c, cond)
+            and not related(c["key_symptoms"], cond["key_symptoms"])
+            and (c["name"], cond["name"]) not in DX_NOT_WRONG
+            and (cond["name"], c["name"]) not in DX_NOT_WRONG]
+
+
+def wrong_features(cond: dict) -> list[str]:
+    """Specific key symptoms of unrelated conditions that are clearly not features of ``cond``."""
+    out = []
+    for other in CONDITIONS:
+        if other is cond or not _far(other, cond):
+            continue
+        for s in other["key_symptoms"]:
+            if (s in SPECIFIC_FEATURES and s not in out and (cond["name"], s) not in FEATURE_NOT_WRONG
+                    and not related([s], cond["key_symptoms"])):
+                out.append(s)
+    return out
+
+
+def wrong_mechanism_drugs(drug: dict) -> list[str]:
+    """Drugs that clearly do not act by ``drug``'s mechanism (other area, no conflict)."""
+    return [d["name"] for d in DRUGS
+            if DRUG_AREA[d["name"]] != DRUG_AREA[drug["name"]] and not conflict(d["name"], drug["name"])
+            and d["mechanism"] != drug["mechanism"]]
+
+
+def _bench_subjects(qtype: str) -> list:
+    """Subjects of a benchmark question type (a drug, a condition, or (condition, drug))."""
+    if qtype in ("which_drug", "which_mechanism"):
+        return list(DRUGS)
+    if qtype == "dx":
+        return _symptomatic()
+    if qtype == "feature":
+        return [c for c in _symptomatic() if any(s in SPECIFIC_FEATURES for s in c["key_symptoms"])]
+    if qtype == "body_system":
+        return [c for c in CONDITIONS
+                if c["organ_system"] in BODY_SYSTEMS and c["name"] not in BODY_SYSTEM_SKIP]
+    if qtype == "first_line_vignette":
+        return _claim_subjects("first_line")
+    if qtype == "first_line_mechanism":
+        return [(c, DRUG_BY_NAME[x]) for c in _claim_subjects("first_line")
+                for x in c["first_line"] if x in DRUG_BY_NAME]
+    return _claim_subjects(qtype)
+
+
+# Question templates: style -> question type -> (templates for a condition with symptoms,
+# templates for an asymptomatic condition or for a drug). Placeholders: {Name}/{name} the
+# subject, {sym} some of its key symptoms, {drug} a first-line drug, {a_class} a drug
+# class with its article, {mech} a mechanism.
+BENCH_TEMPLATES = {
+    "vignette": {
+        "dx": (["A patient presents with {sym}. Which of the following is the most likely diagnosis?",
+                "A patient comes to the clinic because of {sym}. Which of the following is the "
+                "most likely diagnosis?"], None),
+        "first_line": (["A patient with {sym} is diagnosed with {name}. Which of the following "
+                        "is a first-line treatment?",
+                        "A patient presents with {sym}, and {name} is diagnosed. Which of the "
+                        "following drugs is an appropriate first-line treatment?"],
+                       ["A patient has just been diagnosed with {name}. Which of the following "
+                        "drugs is an appropriate first-line treatment?"]),
+        "diagnosis": (["A patient presents with {sym}, and {name} is suspected. Which of the "
+                       "following establishes the diagnosis?",
+                       "A patient with {sym} is thought to have {name}. Which of the following "
+                       "investigations confirms the diagnosis?"],
+                      ["A patient is thought to have {name}. Which of the following "
+                       "establishes the diagnosis?"]),
+        "first_line_mechanism": (["A patient with {sym} is diagnosed with {name} and started on "
+                                  "{drug}. Which of the following is the mechanism of action of "
+                                  "this drug?",
+                                  "A patient with {name} is started on {drug}. Which of the "
+                                  "following best describes how this drug works?"],
+                                 ["A patient with {name} is started on {drug}. Which of the "
+                                  "following best describes how this drug works?"]),
+    },
+    "terse": {
+        "drug_class": (None, ["{Name} belongs to which class of drugs?", "{Name} is classified as:"]),
+        "which_drug": (None, ["Which of the following drugs is {a_class}?",
+                              "{A_class} among the following is:"]),
+        "mechanism": (None, ["Which of the following is the mechanism of action of {name}?",
+                             "How does {name} act?"]),
+        "indication": (None, ["{Name} is indicated for:",
+                              "Which of the following is an indication for {name}?"]),
+        "first_line": (["A first-line drug for {name} is:",
+                        "Which of the following is a first-line drug for {name}?"],) * 2,
+        "diagnosis": (["Diagnosis of {name} is established by:",
+                       "Which investigation establishes the diagnosis of {name}?"],) * 2,
+        "dx": (["A patient presents with {sym}. The most likely diagnosis is:",
+                "A patient has {sym}. What is the most likely diagnosis?"], None),
+        "organ_system": (["{Name} is classified as which type of disorder?",
+                          "Which type of disorder is {name}?"],) * 2,
+    },
+    "mmlu": {
+        "body_system": (["{Name} is primarily a disorder of which of the following body systems?",
+                         "Which body system is chiefly affected in {name}?"],) * 2,
+        "first_line": (["Which of the following is a first-line treatment for {name}?",
+                        "Which of the following drugs is commonly used as first-line therapy "
+                        "for {name}?"],) * 2,
+        "diagnosis": (["Which of the following is used to establish the diagnosis of {name}?",
+                       "The diagnosis of {name} is usually made by:"],) * 2,
+        "mechanism": (None, ["What is the mechanism of action of {name}?",
+                             "Which of the following best describes how {name} acts?"]),
+        "which_mechanism": (None, ["Which of the following drugs {mech}?",
+                                   "A drug that {mech} is:"]),
+        "drug_class": (None, ["{Name} belongs to which of the following drug classes?",
+                              "Which of the following best describes the drug class of {name}?"]),
+        "indication": (None, ["{Name} is used for which of the following?",
+                              "Which of the following is an indication for {name}?"]),
+        "feature": (["Which of the following is a typical feature of {name}?",
+                     "Which of the following findings is characteristic of {name}?"], None),
+    },
+}
+BENCH_TEMPLATES["mmlu"]["dx"] = BENCH_TEMPLATES["vignette"]["dx"]
+BENCH_TEMPLATES["mmlu"]["first_line_vignette"] = BENCH_TEMPLATES["vignette"]["first_line"]
+
+
+def _explain(qtype: str, subject: dict, drug: dict | None = None) -> str:
+    """One accurate sentence about the fact a question tests (MedMCQA's ``exp``)."""
+    if qtype in ("drug_class", "which_drug", "which_mechanism"):
+        return f"{cap(subject['name'])} is {with_article(subject['drug_class'])} that {subject['mechanism']}."
+    if qtype == "mechanism":
+        return (f"{cap(subject['name'])}, {with_article(subject['drug_class'])}, "
+                f"{subject['mechanism']}.")
+    if qtype == "indication":
+        return (f"{cap(subject['name'])} is {with_article(subject['drug_class'])} used for "
+                f"{join(subject['indications'])}.")
+    name, Name = subject["name"], cap(subject["name"])
+    if qtype in ("first_line", "first_line_vignette"):
+        fl = subject["first_line"]
+        return (f"First-line treatment for {name} {'is' if len(fl) == 1 else 'includes'} "
+                f"{join(fl)}.")
+    if qtype == "first_line_mechanism":
+        return (f"{cap(drug['name'])}, {with_article(drug['drug_class'])} used first-line for "
+                f"{name}, {drug['mechanism']}.")
+    if qtype == "diagnosis":
+        return f"The diagnosis of {name} is based on {subject['diagnostic_test']}."
+    if qtype in ("dx", "feature"):
+        return f"{Name} typically presents with {join_clear(subject['key_symptoms'])}."
+    if qtype in ("organ_system", "body_system"):
+        return f"{Name} is {with_article(subject['organ_system'])} condition."
+    raise ValueError(qtype)
+
+
+def _bench_item(rng: random.Random, style: str, qtype: str, gold: int) -> dict:
+    """One four-option question of ``qtype`` worded in ``style``, correct option at ``gold``."""
+    subject = rng.choice(_bench_subjects(qtype))
+    drug = None
+    same_area: list[str] = []
+    ctype = "first_line" if qtype == "first_line_vignette" else qtype
+    if qtype == "first_line_mechanism":
+        subject, drug = subject
+        correct, pool = drug["mechanism"], wrong_mechanisms(drug)
+    elif qtype == "which_drug":
+        correct = subject["name"]
+        pool = [d["name"] for d in DRUGS if not conflict(d["name"], correct)]
+        same_area = [x for x in pool if DRUG_AREA[x] == DRUG_AREA[correct]]
+    elif qtype == "which_mechanism":
+        correct, pool = subject["name"], wrong_mechanism_drugs(subject)
+    elif qtype == "dx":
+        correct, pool = subject["name"], wrong_diagnoses(subject)
+    elif qtype == "feature":
+        correct = rng.choice([s for s in subject["key_symptoms"] if s in SPECIFIC_FEATURES])
+        pool = wrong_features(subject)
+    elif qtype == "body_system":
+        true, pool = claim_values("organ_system", subject)
+        correct, pool = true[0], [s for s in pool if s in BODY_SYSTEMS
+                                  and (subject["name"], s) not in BODY_SYSTEM_NOT_WRONG]
+    else:
+        true, pool = claim_values(ctype, subject)
+        correct = rng.choice(true)
+        if qtype == "drug_class":
+            same_area = [d["drug_class"] for d in DRUGS
+                         if DRUG_AREA[d["name"]] == DRUG_AREA[subject["name"]]
+                         and d["drug_class"] in pool]
+    with_sym, without_sym = BENCH_TEMPLATES[style][qtype]
+    is_drug = subject["name"] in DRUG_BY_NAME
+    templates = with_sym if not is_drug and not subject.get("asymptomatic") else without_sym
+    sym = ""
+    if not is_drug:
+        symptoms = subject["key_symptoms"]
+        shown = sample_list(rng, symptoms, lo=min(3, len(symptoms)))
+        specific = [x for x in symptoms if x in SPECIFIC_FEATURES]
+        if qtype == "dx" and specific and not set(shown) & set(specific):
+            # a diagnosis vignette always shows one of the condition's specific features
+            shown = [x for x in symptoms if x in shown or x == specific[0]]
+        sym = join_clear(shown)
+    fields = {"Name": cap(subject["name"]), "name": subject["name"], "sym": sym,
+              "drug": drug["name"] if drug else "",
+              "a_class": with_article(subject["drug_class"]) if is_drug else "",
+              "A_class": cap(with_article(subject["drug_class"])) if is_drug else "",
+              "mech": subject["mechanism"] if is_drug else ""}
+    question = rng.choice(templates).format(**fields)
+    values = option_values(rng, correct, pool, same_area, gold)
+    if qtype in ("mechanism", "first_line_mechanism"):
+        values = [mechanism_option(v) for v in values]
+    elif qtype == "body_system":
+        values = [BODY_SYSTEMS[v] for v in values]
+    return {"qtype": qtype, "subject": subject["name"], "question": question,
+            "values": [cap(v) for v in values], "gold": gold,
+            "exp": _explain(qtype, subject, drug),
+            "key": (qtype, subject["name"], drug["name"] if drug else "")}
+
+
+def balanced_golds(rng: random.Random, n: int) -> list[int]:
+    """Gold positions 0-3 in equal shares (within one when 4 does not divide n), shuffled."""
+    golds = [i % 4 for i in range(n)]
+    rng.shuffle(golds)
+    return golds
+
+
+def bench_items(rng: random.Random, n: int, style: str, qtypes: list[str],
+                exclude: frozenset = frozenset(), golds: list[int] | None = None) -> list[dict]:
+    """``n`` items with question types in equal shares and the gold position balanced over
+    A-D (or ``golds``); no (type, subject) twice, nor one in ``exclude``."""
+    golds = balanced_golds(rng, n) if golds is None else golds
+    types = [qtypes[i % len(qtypes)] for i in range(n)]
+    rng.shuffle(types)
+    return _distinct(rng, n, lambda r, i: _bench_item(r, style, types[i], golds[i]),
+                     lambda item: item["key"], exclude, f"{style} benchmark")
+
+
+MEDQA_TYPES = ["dx", "first_line", "diagnosis", "first_line_mechanism"]
+MEDMCQA_TYPES = {"Pharmacology": ["drug_class", "which_drug", "mechanism", "indication"],
+                 "Medicine": ["first_line", "diagnosis", "dx", "organ_system"]}
+MMLU_TYPES = {
+    "anatomy": ["body_system"],
+    "clinical_knowledge": ["first_line", "diagnosis"],
+    "college_biology": ["mechanism", "which_mechanism"],
+    "college_medicine": ["drug_class", "indication"],
+    "medical_genetics": ["feature"],  # facts.py has no genetics: typical features instead
+    "professional_medicine": ["dx", "first_line_vignette"],
+}
+
+
+def medqa_hf_records(items: list[dict], id_prefix: str = "medjax-medqa") -> list[dict]:
+    """lm-eval's MedQA layout (GBaker/MedQA-USMLE-4-options-hf)."""
+    out = []
+    for i, it in enumerate(items):
+        rec = {"id": f"{id_prefix}-{i:04d}", "sent1": it["question"], "sent2": ""}
+        rec.update({f"ending{j}": v for j, v in enumerate(it["values"])})
+        rec["label"] = it["gold"]
+        out.append(rec)
+    return out
+
+
+def medqa_original_records(items: list[dict]) -> list[dict]:
+    """The original MedQA JSONL layout (4-option US set)."""
+    out = []
+    for it in items:
+        options = dict(zip(LETTERS, it["values"]))
+        out.append({"question": it["question"], "options": options,
+                    "answer": it["values"][it["gold"]], "answer_idx": LETTERS[it["gold"]],
+                    "meta_info": "step1"})
+    return out
+
+
+def medmcqa_items(rng: random.Random, n: int, exclude: frozenset = frozenset()) -> list[dict]:
+    """Half Pharmacology, half Medicine questions, MedMCQA's short style."""
+    half = n // 2
+    golds = balanced_golds(rng, n)  # balanced over the whole file
+    pharm = bench_items(rng, half, "terse", MEDMCQA_TYPES["Pharmacology"], exclude, golds[:half])
+    med = bench_items(rng, n - half, "terse", MEDMCQA_TYPES["Medicine"], exclude, golds[half:])
+    for it in pharm:
+        it["subject_name"] = "Pharmacology"
+    for it in med:
+        it["subject_name"] = "Medicine"
+    # Interleave the two subjects in a fixed shuffled order.
+    items = pharm + med
+    rng.shuffle(items)
+    return items
+
+
+def medmcqa_records(items: list[dict], cop_base: int = 0,
+                    id_prefix: str = "medjax-medmcqa") -> list[dict]:
+    """MedMCQA's layout; ``cop`` 0-3 (Hugging Face copy, cop_base 0) or 1-4 (the original
+    release, cop_base 1)."""
+    out = []
+    for i, it in enumerate(items):
+        rec = {"id": f"{id_prefix}-{i:04d}", "question": it["question"]}
+        rec.update({f"op{c}": v for c, v in zip("abcd", it["values"])})
+        rec.update({"cop": it["gold"] + cop_base, "choice_type": "single", "exp": it["exp"],
+                    "subject_name": it["subject_name"], "topic_name": ""})
+        out.append(rec)
+    return out
+
+
+def mmlu_records(items: list[dict], subject: str) -> list[dict]:
+    """MMLU's layout (cais/mmlu): answer is the 0-based index of the correct choice."""
+    return [{"question": it["question"], "subject": subject, "choices": it["values"],
+             "answer": it["gold"]} for it in items]
+
+
+# PubMedQA: a yes/no/maybe question and 2-3 abstract-like sentences. "yes": the question
+# states a true fact and a context sentence states it; "no": the question states a safely
+# wrong value and a context sentence states the true one; "maybe": the question compares
+# two first-line drugs that the table lists side by side, and nothing in the contexts (or
+# in facts.py) ranks them.
+PUBMEDQA_TYPES = ["drug_class", "first_line", "diagnosis", "organ_system"]
+PUBMEDQA_QUESTIONS = {
+    "drug_class": ["Is {name} classified as {a_x}?", "Should {name} be regarded as {a_x}?"],
+    "first_line": ["Is {x} a first-line treatment for {name}?",
+                   "Is {x} recommended as first-line therapy for {name}?"],
+    "diagnosis": ["Is {name} diagnosed by {x}?", "Can the diagnosis of {name} be made by {x}?"],
+    "organ_system": ["Is {name} {a_x} disorder?", "Should {name} be classified as {a_x} disease?"],
+    "compare": ["Is {x} more effective than {y} as first-line treatment for {name}?",
+                "Does {x} work better than {y} as initial therapy for {name}?"],
+}
+
+
+def _condition_background(rng: random.Random, cond: dict) -> str:
+    if cond.get("asymptomatic"):
+        sym = join_clear(sample_list(rng, cond["key_symptoms"]))
+        return f"{cap(cond['name'])} often causes no symptoms and is usually found through {sym}."
+    sym = join_clear(sample_list(rng, cond["key_symptoms"], lo=min(2, len(cond["key_symptoms"]))))
+    return rng.choice([f"Patients with {cond['name']} commonly present with {sym}.",
+                       f"{cap(cond['name'])} is characterized by {sym}."])
+
+
+def _first_line_sentence(cond: dict) -> str:
+    fl = cond["first_line"]
+    verb = "is" if len(fl) == 1 else "includes"
+    return f"First-line treatment for {cond['name']} {verb} {join(fl)}."
+
+
+def _pubmedqa_item(rng: random.Random, decision: str, ctype: str) -> dict:
+    if decision == "maybe":
+        cond_name = rng.choice(sorted(COMPARABLE_FIRST_LINE))
+        cond = CONDITION_BY_NAME[cond_name]
+        x, y = rng.sample(COMPARABLE_FIRST_LINE[cond_name], 2)
+        dx, dy = DRUG_BY_NAME[x], DRUG_BY_NAME[y]
+        question = rng.choice(PUBMEDQA_QUESTIONS["compare"]).format(name=cond_name, x=x, y=y)
+        contexts = [_condition_background(rng, cond), _first_line_sentence(cond)]
+        if rng.random() < 0.6:
+            contexts.append(f"{cap(x)} is {with_article(dx['drug_class'])}, and {y} is "
+                            f"{with_article(dy['drug_class'])}.")
+        long_answer = (f"{cap(x)} and {y} are both first-line treatments for {cond_name}, but "
+                       "this does not show whether one is more effective than the other.")
+        return {"key": ("compare", cond_name, x, y), "question": question,
+                "contexts": contexts, "decision": decision, "long_answer": long_answer}
+    subject = rng.choice(_claim_subjects(ctype))
+    true, wrong = claim_values(ctype, subject)
+    t = rng.choice(true)
+    asked = t if decision == "yes" else rng.choice(wrong)
+    name, Name = subject["name"], cap(subject["name"])
+    question = rng.choice(PUBMEDQA_QUESTIONS[ctype]).format(
+        name=name, x=asked, a_x=with_article(asked))
+    if ctype == "drug_class":
+        contexts = [rng.choice([f"{Name} is used for {join(subject['indications'])}.",
+                                f"{Name} is widely prescribed for {join(subject['indications'])}."]),
+                    rng.choice([f"{Name} is {with_article(t)}.",
+                                f"Pharmacologically, {name} is {with_article(t)}."])]
+        if rng.random() < 0.5:
+            contexts.append(f"It {subject['mechanism']}.")
+        yes_answer = f"{Name} is {with_article(t)} used for {join(subject['indications'])}."
+        no_answer = f"{Name} is not {with_article(asked)} but {with_article(t)}."
+    elif ctype == "first_line":
+        d = DRUG_BY_NAME[asked]
+        contexts = [_condition_background(rng, subject), _first_line_sentence(subject),
+                    f"{cap(asked)} is {with_article(d['drug_class'])} used for "
+                    f"{join(d['indications'])}."]
+        yes_answer = f"{cap(asked)} is a first-line treatment for {name}."
+        no_answer = (f"{cap(asked)} is not a first-line treatment for {name}; first-line "
+                     f"treatment {'is' if len(subject['first_line']) == 1 else 'includes'} "
+                     f"{join(subject['first_line'])}.")
+    elif ctype == "diagnosis":
+        contexts = [_condition_background(rng, subject),
+                    rng.choice([f"The diagnosis of {name} is based on {t}.",
+                                f"Diagnosis of {name} relies on {t}."])]
+        if rng.random() < 0.5:
+            contexts.append(_first_line_sentence(subject))
+        yes_answer = f"{Name} is diagnosed by {t}."
+        no_answer = f"{Name} is not diagnosed by {asked}; the diagnosis is based on {t}."
+    else:  # organ_system
+        contexts = [f"{Name} is {with_article(t)} condition.", _condition_background(rng, subject)]
+        if rng.random() < 0.5:
+            contexts.append(_first_line_sentence(subject))
+        yes_answer = f"{Name} is {with_article(t)} disorder."
+        no_answer = f"{Name} is not {with_article(asked)} disorder but {with_article(t)} one."
+    return {"key": (ctype, name, asked), "question": question, "contexts": contexts,
+            "decision": decision, "long_answer": yes_answer if decision == "yes" else no_answer}
+
+
+def pubmedqa_items(rng: random.Random, n_yes: int, n_no: int, n_maybe: int,
+                   exclude: frozenset = frozenset()) -> list[dict]:
+    decisions = ["yes"] * n_yes + ["no"] * n_no + ["maybe"] * n_maybe
+    rng.shuffle(decisions)
+    types = [PUBMEDQA_TYPES[i % len(PUBMEDQA_TYPES)] for i in range(len(decisions))]
+    rng.shuffle(types)
+    items = _distinct(rng, len(decisions),
+                      lambda r, i: _pubmedqa_item(r, decisions[i], types[i]),
+                      lambda it: it["key"], exclude, "PubMedQA")
+    for it in items:  # first sentence sets the scene, the rest state the findings
+        it["labels"] = ["BACKGROUND"] + ["RESULTS"] * (len(it["contexts"]) - 1)
+    return items
+
+
+def pubmedqa_bigbio_records(items: list[dict]) -> list[dict]:
+    """PubMedQA in the bigbio source layout that lm-eval reads."""
+    return [{"QUESTION": it["question"], "CONTEXTS": it["contexts"], "LABELS": it["labels"],
+             "final_decision": it["decision"], "LONG_ANSWER": it["long_answer"]}
+            for it in items]
+
+
+def pubmedqa_flat_records(items: list[dict], first_pubid: int = 90000001) -> list[dict]:
+    """PubMedQA flattened (pqa_labeled style). The ids start above every real PMID."""
+    return [{"pubid": first_pubid + i, "question": it["question"],
+             "context": {"contexts": it["contexts"], "labels": it["labels"]},
+             "long_answer": it["long_answer"], "final_decision": it["decision"]}
+            for i, it in enumerate(items)]
+
+
+def _keys(items: list[dict]) -> frozenset:
+    return frozenset(it["key"] for it in items)
+
+
+def build_bench() -> dict[str, list[dict]]:
+    """The bench/ files: name (relative to this folder) -> records."""
+    out = {}
+    medqa = bench_items(random.Random(MEDQA_SEED), MEDQA_N, "vignette", MEDQA_TYPES)
+    out["bench/medqa_4options.jsonl"] = medqa_hf_records(medqa)
+    medmcqa = medmcqa_items(random.Random(MEDMCQA_SEED), MEDMCQA_N)
+    out["bench/medmcqa.jsonl"] = medmcqa_records(medmcqa, cop_base=0)
+    pubmedqa = pubmedqa_items(random.Random(PUBMEDQA_SEED), *PUBMEDQA_DECISIONS)
+    out["bench/pubmedqa.jsonl"] = pubmedqa_bigbio_records(pubmedqa)
+    for k, (subject, qtypes) in enumerate(MMLU_TYPES.items()):
+        items = bench_items(random.Random(MMLU_SEED + k), MMLU_N, "mmlu", qtypes)
+        out[f"bench/mmlu/{subject}.jsonl"] = mmlu_records(items, subject)
+    # Alternate layouts: other seeds, no item shared with the main file of the benchmark.
+    out["bench/alt/medqa_4options.jsonl"] = medqa_original_records(bench_items(
+        random.Random(ALT_MEDQA_SEED), ALT_N, "vignette", MEDQA_TYPES, exclude=_keys(medqa)))
+    out["bench/alt/pubmedqa.jsonl"] = pubmedqa_flat_records(pubmedqa_items(
+        random.Random(ALT_PUBMEDQA_SEED), *ALT_PUBMEDQA_DECISIONS, exclude=_keys(pubmedqa)))
+    out["bench/alt/medmcqa.jsonl"] = medmcqa_records(medmcqa_items(
+        random.Random(ALT_MEDMCQA_SEED), ALT_N, exclude=_keys(medmcqa)), cop_base=1,
+        id_prefix="medjax-medmcqa-alt")
+    return out
+
+
+# ---------------------------------------------------------------------------
 # Writing
 # ---------------------------------------------------------------------------
 
@@ -1122,6 +1694,13 @@ PREFERENCE_N, PREFERENCE_EVAL_N, PREFERENCE_SEED = 600, 60, 20
 PREFERENCE_MESSAGES_N, PREFERENCE_MESSAGES_SEED = 200, 22
 KTO_N, KTO_EVAL_N, KTO_SEED = 600, 60, 30
 MCQ_N, MCQ_SEED = 200, 40
+# Benchmark samples (bench/), seeds 50-61.
+MEDQA_N, MEDQA_SEED = 40, 50
+MEDMCQA_N, MEDMCQA_SEED = 40, 51
+PUBMEDQA_DECISIONS, PUBMEDQA_SEED = (13, 12, 5), 52  # yes, no, maybe
+MMLU_N, MMLU_SEED = 20, 53  # one seed per subject: 53-58, in MMLU_TYPES order
+ALT_N, ALT_MEDQA_SEED, ALT_MEDMCQA_SEED = 20, 59, 61
+ALT_PUBMEDQA_DECISIONS, ALT_PUBMEDQA_SEED = (9, 8, 3), 60
 
 
 def build_all() -> dict[str, list[dict]]:
@@ -1164,6 +1743,7 @@ def build_all() -> dict[str, list[dict]]:
     out["kto_eval.jsonl"] = kto_records(random.Random(KTO_SEED + 1), KTO_EVAL_N,
                                         exclude=frozenset(map(_kto_key, kto)))
     out["mcq.jsonl"] = mcq_records(random.Random(MCQ_SEED), MCQ_N)
+    out.update(build_bench())
     return out
 
 
@@ -1176,6 +1756,7 @@ def write_jsonl(path: str, records: list[dict]) -> None:
 def main(out_dir: str = HERE) -> None:
     for name, records in build_all().items():
         path = os.path.join(out_dir, name)
+        os.makedirs(os.path.dirname(path), exist_ok=True)
         write_jsonl(path, records)
         with open(path, "rb") as f:
             data = f.read()
