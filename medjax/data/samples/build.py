@@ -12,12 +12,22 @@ writes, next to this file (schemas and counts in README.md):
   preference_messages.jsonl                       {"chosen": [msgs], "rejected": [msgs]}
   kto.jsonl / kto_eval.jsonl                      {"prompt", "completion", "label"}
   mcq.jsonl                                       {"question", "options", "answer", "answer_idx"}
+  bench/medqa_4options.jsonl                      {"id", "sent1", "sent2", "ending0".."ending3",
+                                                   "label"}
+  bench/medmcqa.jsonl                             {"id", "question", "opa".."opd", "cop" (0-3), ...}
+  bench/pubmedqa.jsonl                            {"QUESTION", "CONTEXTS", "LABELS",
+                                                   "final_decision", "LONG_ANSWER"}
+  bench/mmlu/<subject>.jsonl                      {"question", "subject", "choices", "answer"}
+  bench/alt/*.jsonl                               MedQA, PubMedQA, MedMCQA (cop 1-4): other layouts
 
 Each ``*_eval`` file comes from another seed (the training seed + 1) and shares
 no record with its training file (for preference pairs: no (chosen, rejected)
 pair; for KTO: no (completion, label)). Preference, KTO and multiple-choice rows
 pair a fact from facts.py with a wrong fact of the same type; which wrong facts
-are safely wrong is decided by distractors.py.
+are safely wrong is decided by distractors.py. The bench/ files are small
+stand-ins for medical benchmarks in their public layouts, so that
+``python -m medjax.evaluate`` runs out of the box; scores on them say nothing
+about the real benchmarks.
 
 Output is deterministic: every generator takes its own ``random.Random(seed)``
 and iterates over lists in a fixed order, so running the script twice gives
@@ -1257,7 +1267,8 @@ def wrong_features(cond: dict) -> list[str]:
         if other is cond or not _far(other, cond):
             continue
         for s in other["key_symptoms"]:
-            if (s in SPECIFIC_FEATURES and s not in out and (cond["name"], s) not in FEATURE_NOT_WRONG
+            if (s in SPECIFIC_FEATURES and s not in out
+                    and (cond["name"], s) not in FEATURE_NOT_WRONG
                     and not related([s], cond["key_symptoms"])):
                 out.append(s)
     return out
@@ -1266,8 +1277,8 @@ def wrong_features(cond: dict) -> list[str]:
 def wrong_mechanism_drugs(drug: dict) -> list[str]:
     """Drugs that clearly do not act by ``drug``'s mechanism (other area, no conflict)."""
     return [d["name"] for d in DRUGS
-            if DRUG_AREA[d["name"]] != DRUG_AREA[drug["name"]] and not conflict(d["name"], drug["name"])
-            and d["mechanism"] != drug["mechanism"]]
+            if DRUG_AREA[d["name"]] != DRUG_AREA[drug["name"]]
+            and not conflict(d["name"], drug["name"]) and d["mechanism"] != drug["mechanism"]]
 
 
 def _bench_subjects(qtype: str) -> list:
@@ -1295,7 +1306,8 @@ def _bench_subjects(qtype: str) -> list:
 # class with its article, {mech} a mechanism.
 BENCH_TEMPLATES = {
     "vignette": {
-        "dx": (["A patient presents with {sym}. Which of the following is the most likely diagnosis?",
+        "dx": (["A patient presents with {sym}. Which of the following is the most likely "
+                "diagnosis?",
                 "A patient comes to the clinic because of {sym}. Which of the following is the "
                 "most likely diagnosis?"], None),
         "first_line": (["A patient with {sym} is diagnosed with {name}. Which of the following "
@@ -1319,7 +1331,8 @@ BENCH_TEMPLATES = {
                                   "following best describes how this drug works?"]),
     },
     "terse": {
-        "drug_class": (None, ["{Name} belongs to which class of drugs?", "{Name} is classified as:"]),
+        "drug_class": (None, ["{Name} belongs to which class of drugs?",
+                              "{Name} is classified as:"]),
         "which_drug": (None, ["Which of the following drugs is {a_class}?",
                               "{A_class} among the following is:"]),
         "mechanism": (None, ["Which of the following is the mechanism of action of {name}?",
@@ -1362,7 +1375,8 @@ BENCH_TEMPLATES["mmlu"]["first_line_vignette"] = BENCH_TEMPLATES["vignette"]["fi
 def _explain(qtype: str, subject: dict, drug: dict | None = None) -> str:
     """One accurate sentence about the fact a question tests (MedMCQA's ``exp``)."""
     if qtype in ("drug_class", "which_drug", "which_mechanism"):
-        return f"{cap(subject['name'])} is {with_article(subject['drug_class'])} that {subject['mechanism']}."
+        return (f"{cap(subject['name'])} is {with_article(subject['drug_class'])} that "
+                f"{subject['mechanism']}.")
     if qtype == "mechanism":
         return (f"{cap(subject['name'])}, {with_article(subject['drug_class'])}, "
                 f"{subject['mechanism']}.")
@@ -1590,8 +1604,9 @@ def _pubmedqa_item(rng: random.Random, decision: str, ctype: str) -> dict:
     question = rng.choice(PUBMEDQA_QUESTIONS[ctype]).format(
         name=name, x=asked, a_x=with_article(asked))
     if ctype == "drug_class":
-        contexts = [rng.choice([f"{Name} is used for {join(subject['indications'])}.",
-                                f"{Name} is widely prescribed for {join(subject['indications'])}."]),
+        uses = join(subject["indications"])
+        contexts = [rng.choice([f"{Name} is used for {uses}.",
+                                f"{Name} is widely prescribed for {uses}."]),
                     rng.choice([f"{Name} is {with_article(t)}.",
                                 f"Pharmacologically, {name} is {with_article(t)}."])]
         if rng.random() < 0.5:
