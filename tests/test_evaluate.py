@@ -205,7 +205,7 @@ def test_loglikelihoods_and_metrics_equal_lm_eval(models, data_dirs, name, add_b
                 context, choices, gold = expected(task, s["doc"])
                 delimiter = DELIMITER.get(task, " ")
                 assert s["arguments"] == [[context, delimiter + c] for c in choices], task
-                assert s["target"] == gold
+                assert s["gold"] == gold
                 ref, info = reference(models[name], context, choices, add_bos, window, delimiter)
                 for k in seen:
                     seen[k] |= any(i[k] for i in info)

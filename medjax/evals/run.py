@@ -63,14 +63,14 @@ def score_task(config, params, encode: Encoder, task: Task, *, max_length: int,
         for m in task.metrics:
             metrics[m].append(values[m])
         samples.append({
-            "doc_id": doc.index, "doc": doc.raw, "target": doc.gold,
+            "doc_id": doc.index, "doc": doc.raw, "target": doc.target, "gold": doc.gold,
             "arguments": [[r.context, r.continuation] for r in rows],
             "resps": [[[x[0], x[1]]] for x in res],
             "filtered_resps": [[x[0], x[1]] for x in res],
             "filter": "none", "metrics": list(task.metrics),
             "doc_hash": _hash(json.dumps(doc.raw, indent=2, ensure_ascii=False, default=str)),
             "prompt_hash": _hash(rows[0].context),
-            "target_hash": _hash(str(doc.gold)),
+            "target_hash": _hash(str(doc.target)),
             **{m: values[m] for m in task.metrics},
             "context_tokens": len(rows[0].ctx_ids),
         })

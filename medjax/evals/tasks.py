@@ -67,6 +67,7 @@ class Doc:
     context: str
     choices: list[str]
     gold: int
+    target: Any = None  # doc_to_target as the task gives it (an index or a choice string)
 
 
 @dataclasses.dataclass
@@ -89,7 +90,7 @@ class Task:
                 gold = _gold_index(target, choices)
             except TaskError as e:
                 raise TaskError(f"{where}:{line}: {e}") from None
-            out.append(Doc(len(out), record, self.description + text, choices, gold))
+            out.append(Doc(len(out), record, self.description + text, choices, gold, target))
         if not out:
             raise TaskError(f"{self.name}: no documents in {', '.join(self.files)}")
         return out
