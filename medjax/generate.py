@@ -103,8 +103,10 @@ def _generate(config: ModelConfig, params, ids_bt, lengths_b, key, *, max_new_to
     cache = tuple(constrain(jnp.zeros(shape, dtype), CACHE_AXES) for _ in range(2))
     if not config.scan_layers:  # split once, outside the decode loop
         params, cache = unstack_layers(params, cache)
-    logits, cache = forward_cached(config, params, ids_bt, jnp.zeros((b,), jnp.int32), cache)
-    last = jnp.take_along_axis(logits, (lengths_b - 1)[:, None, None], axis=1)[:, 0]
+    last_pos = jnp.maximum(lengths_b - 1, 0)[:, None]  # each row's last prompt token
+    logits, cache = forward_cached(config, params, ids_bt, jnp.zeros((b,), jnp.int32), cache,
+                                   logits_at=last_pos)
+    last = logits[:, 0]
     stops = jnp.asarray(stop_ids if stop_ids else (-1,), jnp.int32)
     sample = functools.partial(sample_logits, temperature=temperature, top_k=top_k,
                                top_p=top_p)

@@ -138,3 +138,19 @@ def test_streaming_sees_each_step_in_order(hf_case):
                    on_token=lambda t: seen.append(np.asarray(t).tolist()))
     assert len(seen) == 10
     assert [[s[r] for s in seen if s[r] >= 0] for r in range(2)] == [g.ids for g in got]
+
+
+def test_prefill_logits_at_chosen_positions_equal_the_full_ones(hf_case):
+    """forward_cached(logits_at=...) (the prefill's last-token logits) picks exactly the
+    rows of the full logits."""
+    path, _, _ = hf_case("llama_gqa")
+    config, params = load_hf(path)
+    seq = jnp.asarray(np.random.RandomState(2).randint(0, 256, (3, 12)).astype(np.int32))
+    shape = (config.num_layers, 3, config.num_kv_heads, 16, config.head_dim)
+    fresh = lambda: (jnp.zeros(shape), jnp.zeros(shape))  # noqa: E731
+    full, _ = forward_cached(config, params, seq, jnp.zeros(3, jnp.int32), fresh())
+    at = jnp.asarray([[11, 0], [4, 4], [7, 2]])
+    part, _ = forward_cached(config, params, seq, jnp.zeros(3, jnp.int32), fresh(),
+                             logits_at=at)
+    want = np.take_along_axis(np.asarray(full), np.asarray(at)[..., None], axis=1)
+    np.testing.assert_allclose(np.asarray(part), want, atol=1e-5, rtol=1e-5)

@@ -446,7 +446,7 @@ def unstack_layers(params: Params, cache: tuple[jax.Array, jax.Array]):
 
 
 def forward_cached(config: ModelConfig, params: Params, input_ids: jax.Array,
-                   start: jax.Array, cache):
+                   start: jax.Array, cache, logits_at: jax.Array | None = None):
     """Generation: ``input_ids`` [batch, t] at positions ``start[row] + 0..t-1``, their keys
     and values written into ``cache`` = (k, v) at slots ``start[row] + 0..t-1``, attending
     to everything before them there. Returns (logits [batch, t, vocab] float32, the updated
@@ -455,7 +455,9 @@ def forward_cached(config: ModelConfig, params: Params, input_ids: jax.Array,
 
     ``cache``: (k, v) each ``[layers, batch, kv_heads, cache_len, head_dim]`` (see
     ``cache_shape``), written in place inside a layer scan (``scan_layers``) or by layer;
-    or, with ``params`` and cache from ``unstack_layers``, lists of per-layer arrays."""
+    or, with ``params`` and cache from ``unstack_layers``, lists of per-layer arrays.
+    ``logits_at`` [batch, k]: the logits of those positions only ([batch, k, vocab]; a
+    prefill needs each row's last), so the vocabulary projection skips the rest."""
     b, t = input_ids.shape
     positions = start[:, None] + jnp.arange(t, dtype=jnp.int32)[None, :]
     cos, sin = rope_tables(config, positions)
@@ -480,6 +482,8 @@ def forward_cached(config: ModelConfig, params: Params, input_ids: jax.Array,
     else:
         for i in range(config.num_layers):
             x, (k, v) = run(x, jax.tree.map(lambda p: p[i], params["layers"]), k, v, i)
+    if logits_at is not None:
+        x = jnp.take_along_axis(x, logits_at[..., None], axis=1)
     h = FinalNorm(config).apply({"params": {"final_norm": params["final_norm"]}}, x)
     kernel = lm_head_kernel(config, params).astype(h.dtype)
     return jnp.einsum("btd,dv->btv", h, kernel, preferred_element_type=jnp.float32), (k, v)
