@@ -18,7 +18,6 @@ def walkthrough_block() -> str:
     return re.search(r"```bash\n(.*?)```", section, re.S).group(1)
 
 
-@pytest.mark.slow
 def test_readme_walkthrough_runs_as_written(tmp_path):
     block = walkthrough_block()
     assert re.search(r"^MODEL=", block, re.M)

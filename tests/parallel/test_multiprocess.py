@@ -187,7 +187,7 @@ def test_local_sh_stops_the_others_when_one_fails_and_forwards_signals(tmp_path)
     assert "[0] got TERM" in out and "[1] got TERM" in out
 
 
-@pytest.mark.slow
+@pytest.mark.slow  # trained and compared step by step in the equal-one test below (CI)
 def test_two_processes_train_end_to_end(tmp_path):
     wd = tmp_path / "wd"
     r = launch_local(2, train_cmd(wd, **TINY_SFT), devices=2, log_dir=tmp_path / "logs")
@@ -204,7 +204,7 @@ def test_two_processes_train_end_to_end(tmp_path):
     print(f"2-process train run: {r.seconds:.1f} s")
 
 
-@pytest.mark.slow
+@pytest.mark.slow  # the bounded-time kill tests below (CI) cover the same failure faster
 def test_killing_a_worker_during_training_stops_the_coordinator(tmp_path):
     """kill -9 of process 1 in the middle of medjax.train: process 0 exits non-zero instead
     of hanging in a collective (on CPU gloo reports the closed connection at once; where a
@@ -223,7 +223,6 @@ def test_killing_a_worker_during_training_stops_the_coordinator(tmp_path):
     assert "Traceback" not in out and "stopped or became unreachable" in out, out[-3000:]
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("victim,mode", [(1, "idle"), (0, "collectives")])
 def test_a_killed_process_stops_the_other_in_bounded_time(tmp_path, victim, mode):
     """victim 1, survivor idle (no collective to fail): the coordination service misses
@@ -272,7 +271,6 @@ def _losses(workdir) -> dict[int, float]:
     return {m["step"]: m["loss"] for m in read_metrics(workdir) if "loss" in m}
 
 
-@pytest.mark.slow
 def test_two_processes_equal_one_and_their_checkpoint_resumes_in_one(tmp_path):
     """2 processes x 2 devices == 1 process x 4 devices, step by step, with data.shards
     left at its default (the same global batches on any process count); then the 2-process checkpoint at step 3 restores in
@@ -311,7 +309,6 @@ def test_two_processes_equal_one_and_their_checkpoint_resumes_in_one(tmp_path):
         assert abs(got[s] - want[s]) <= 1e-4 * abs(want[s]), (s, got[s], want[s])
 
 
-@pytest.mark.slow
 def test_two_process_dpo_with_precomputed_reference_and_uneven_eval(tmp_path):
     """9 eval pairs over 2 processes with 4 rows each: process 0 has 2 eval batches,
     process 1 one, so it feeds an empty batch rather than leaving process 0 alone in a
