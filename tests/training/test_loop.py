@@ -426,11 +426,10 @@ def test_eval_samples_are_written_at_each_evaluation(tmp_path):
     of turn (the same tokens medjax.generate gives for the saved model)."""
     from medjax.generate import generate
     from medjax.models import load
-    c = load_config("sft", **{"steps": 2, "seq_len": 64, "logging.progress": False,
-                              "checkpoint.every": 100, "eval.batches": 1, "eval.every": 2,
-                              "eval.samples": "What is anemia?; How is asthma treated?",
-                              "eval.sample_tokens": 6})
-    run(c, str(tmp_path / "wd"))
+    kw = {"seq_len": 64, "logging.progress": False, "checkpoint.every": 100,
+          "eval.batches": 1, "eval.every": 2, "eval.sample_tokens": 6,
+          "eval.samples": "What is anemia?; How is asthma treated?"}
+    run(load_config("sft", steps=2, **kw), str(tmp_path / "wd"))
     rows = [json.loads(x) for x in open(tmp_path / "wd" / "samples.jsonl")]
     assert [(r["step"], r["prompt"]) for r in rows] == [
         (0, "What is anemia?"), (0, "How is asthma treated?"),
@@ -451,10 +450,6 @@ def test_eval_samples_are_written_at_each_evaluation(tmp_path):
     with open(tmp_path / "wd" / "samples.jsonl", "a") as f:
         f.write(json.dumps({"step": 3, "prompt": "What is anemia?", "completion": "x"}) + "\n")
         f.write('{"step": 4, "prom')  # torn by the kill
-    c2 = load_config("sft", **{"steps": 4, "seq_len": 64, "logging.progress": False,
-                               "checkpoint.every": 100, "eval.batches": 1, "eval.every": 2,
-                               "eval.samples": "What is anemia?; How is asthma treated?",
-                               "eval.sample_tokens": 6})
-    run(c2, str(tmp_path / "wd"))
+    run(load_config("sft", steps=4, **kw), str(tmp_path / "wd"))
     rows = [json.loads(x) for x in open(tmp_path / "wd" / "samples.jsonl")]
     assert [r["step"] for r in rows] == [0, 0, 2, 2, 4, 4]
