@@ -77,7 +77,8 @@ def run(model_dir: str, task_names: list[str], *, data_dir: str | None = None,
                             tokenizer=str(getattr(tok, "name", tok)),
                             dtype=model.config.dtype)
     print_fn(f"{model_dir}: 0-shot, BOS {'added' if bos else 'not added'} "
-             f"(--add_bos={add_bos}), window {window} tokens, data {data_dir}")
+             f"(--add_bos={add_bos}), window {window} tokens, {model.config.dtype}, "
+             f"data {data_dir}")
     print_fn(table(result))
     if out:
         samples = result.pop("samples")
