@@ -99,6 +99,9 @@ def make_requests(encode: Encoder, docs, delimiter: str) -> list[list[Request]]:
             ctx, cont = encode_pair(encode, doc.context, delimiter + choice)
             if not cont:
                 raise ValueError(f"document {doc.index}: choice {choice!r} encodes to no tokens")
+            if not ctx:  # lm-eval asserts the same
+                raise ValueError(f"document {doc.index}: the context {doc.context!r} encodes "
+                                 "to no tokens (use --add_bos=true or a non-blank prompt)")
             rows.append(Request(doc.context, delimiter + choice, ctx, cont))
         out.append(rows)
     return out
