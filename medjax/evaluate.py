@@ -20,6 +20,7 @@ lm-eval's ``--log_samples``.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
@@ -69,7 +70,7 @@ def run(model_dir: str, task_names: list[str], *, data_dir: str | None = None,
         raise ValueError(f"{model_dir}: no tokenizer; pass --tokenizer=llama3|mistral|DIR")
     bos = tokenizer_adds_bos(tok) if add_bos == "auto" else add_bos == "true"
     window = max_length or model.config.max_position_embeddings
-    with (jax.set_mesh(mesh) if mesh is not None else _nullcontext()):
+    with (jax.set_mesh(mesh) if mesh is not None else contextlib.nullcontext()):
         result = evaluate(model.config, model.params, tok, tasks, groups, add_bos=bos,
                           max_length=window, limit=limit, batch_size=batch_size,
                           progress=progress)
@@ -94,14 +95,6 @@ def run(model_dir: str, task_names: list[str], *, data_dir: str | None = None,
         result["samples"] = samples
         print_fn(f"wrote {out} and samples_<task>.jsonl for {len(samples)} task(s) in {folder}")
     return result
-
-
-class _nullcontext:
-    def __enter__(self):
-        return None
-
-    def __exit__(self, *exc):
-        return False
 
 
 def main(argv) -> None:

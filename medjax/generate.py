@@ -39,7 +39,7 @@ import numpy as np
 
 from .models import ModelConfig
 from .models.decoder import cache_shape, forward_cached, unstack_layers
-from .parallel.sharding import constrain, logical_to_spec
+from .parallel.sharding import batch_divisor, constrain
 
 
 @dataclasses.dataclass
@@ -52,16 +52,6 @@ class Generation:
 
 
 CACHE_AXES = ("layers", "batch", "kv_heads", "length", "head_dim")
-
-
-def _batch_multiple() -> int:
-    """Rows must divide evenly over the mesh axes the batch is sharded on (1 off a mesh)."""
-    mesh = jax.sharding.get_abstract_mesh()
-    if mesh.empty:
-        return 1
-    spec = logical_to_spec(("batch",), None, mesh.axis_names)[0]
-    axes = () if spec is None else (spec,) if isinstance(spec, str) else spec
-    return int(np.prod([mesh.shape[a] for a in axes]))
 
 
 def bucket(n: int, minimum: int = 16) -> int:
@@ -165,7 +155,7 @@ def generate(config: ModelConfig, params, prompts: list[list[int]], *,
                          "temperature >= 0, top_k >= 0 and 0 < top_p <= 1")
     rows = [list(p) for p in prompts for _ in range(n)]
     t = bucket(max(len(p) for p in rows))
-    padded = -len(rows) % _batch_multiple()  # filler rows, dropped from the results
+    padded = -len(rows) % batch_divisor()  # filler rows, dropped from the results
     ids = np.zeros((len(rows) + padded, t), np.int32)
     for r, p in enumerate(rows):
         ids[r, :len(p)] = p

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from medjax.generate import _batch_multiple, _generate, bucket, generate, sample_logits
+from medjax.generate import _generate, bucket, generate, sample_logits
 from medjax.models import forward, load_hf
 from medjax.models.decoder import forward_cached, unstack_layers
 
@@ -107,6 +107,7 @@ def test_buckets_and_bad_arguments(hf_case):
 def test_sharded_parameters_give_the_same_tokens(hf_case):
     """Parameters sharded over 8 devices (fsdp 4 x tensor 2) generate what one device does."""
     from medjax.parallel import make_mesh
+    from medjax.parallel.sharding import batch_divisor
     path, _, _ = hf_case("llama_gqa")
     config, params = load_hf(path)
     want = generate(config, params, PROMPTS + [[9, 9]], max_new_tokens=12, temperature=0.9,
@@ -117,7 +118,7 @@ def test_sharded_parameters_give_the_same_tokens(hf_case):
     with jax.set_mesh(mesh):
         got = generate(config, sharded, PROMPTS + [[9, 9]], max_new_tokens=12,
                        temperature=0.9, seed=5)
-        assert _batch_multiple() == 4  # so the 5 rows above ran as 8 (3 filler rows)
+        assert batch_divisor() == 4  # so the 5 rows above ran as 8 (3 filler rows)
         # The cache [layers, rows,
         # kv_heads, slots, head_dim] is split over rows (fsdp 4) and KV heads (tensor 2).
         ids = jnp.zeros((8, 16), jnp.int32)

@@ -30,7 +30,7 @@ import numpy as np
 
 from ..models import ModelConfig
 from ..models.decoder import forward_hidden, lm_head_kernel
-from ..parallel.sharding import constrain
+from ..parallel.sharding import batch_divisor, constrain
 
 
 @dataclasses.dataclass
@@ -127,11 +127,6 @@ def _score_rows(config: ModelConfig, params, ids_bt, pos_bp, tok_bp):
             constrain(jnp.argmax(logits, axis=-1) == tok_bp, (None, None)))
 
 
-def _batch_multiple() -> int:
-    from ..generate import _batch_multiple as multiple
-    return multiple()
-
-
 def loglikelihoods(config: ModelConfig, params, requests: list[Request], *, max_length: int,
                    batch_size: int = 8, progress=None) -> list[tuple[float, bool]]:
     """(sum of log-probs, is_greedy) per request, in order (module docstring).
@@ -146,7 +141,7 @@ def loglikelihoods(config: ModelConfig, params, requests: list[Request], *, max_
         rows.setdefault(inp, []).append((i, len(inp) - len(r.cont_ids)))
     order = sorted(rows, key=lambda k: -len(k))
     batch = max(1, batch_size)
-    batch += -batch % _batch_multiple()
+    batch += -batch % batch_divisor()
     results: list = [None] * len(requests)
     done = 0
     for start in range(0, len(order), batch):

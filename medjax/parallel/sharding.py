@@ -113,6 +113,20 @@ def logical_to_sharding(axes_tree, mesh: Mesh, rules: Rules | None = None, shape
     return jax.tree_util.tree_map_with_path(one, axes_tree, shapes, is_leaf=_is_axes)
 
 
+def batch_divisor() -> int:
+    """How many ways the logical "batch" axis is split under the current mesh (1 off a
+    mesh): a batch's rows must be a multiple of it."""
+    mesh = jax.sharding.get_abstract_mesh()
+    if mesh.empty:
+        return 1
+    spec = logical_to_spec(("batch",), None, mesh.axis_names)[0]
+    axes = () if spec is None else (spec,) if isinstance(spec, str) else spec
+    n = 1
+    for a in axes:
+        n *= mesh.shape[a]
+    return n
+
+
 def constrain(x: jax.Array, axes: Sequence[str | None]) -> jax.Array:
     """Sharding constraint by logical names under the current mesh (no-op without one)."""
     mesh = jax.sharding.get_abstract_mesh()
