@@ -32,7 +32,7 @@ from .lm import next_token_targets, token_nll
 from .registry import Objective, register
 
 LOSS_TYPES = ("sigmoid", "hinge", "ipo", "robust", "nca_pair", "bco_pair", "sppo_hard",
-              "apo_zero", "simpo", "orpo")
+              "apo_zero", "kto_pair", "simpo", "orpo")
 REFERENCE_FREE = ("simpo", "orpo")
 log_sigmoid = jax.nn.log_sigmoid
 
@@ -71,12 +71,14 @@ def sequence_logps(config: ModelConfig, params, batch: dict, *, chunk_size: int 
 
 def pair_losses(loss_type: str, policy: jax.Array, reference: jax.Array | None,
                 lengths: jax.Array, *, beta: float, label_smoothing: float = 0.0,
-                gamma: float = 0.0) -> tuple[jax.Array, jax.Array, jax.Array]:
+                gamma: float = 0.0, real: jax.Array | None = None
+                ) -> tuple[jax.Array, jax.Array, jax.Array]:
     """Per-pair losses and the implicit rewards (chosen, rejected), all ``[pairs]``.
 
     ``policy`` / ``reference``: summed sequence logps ``[pairs, 2]``; ``lengths``:
     response token counts ``[pairs, 2]``. For ORPO this is the odds-ratio term
-    only; ``dpo_loss`` adds its NLL, a token mean over the batch.
+    only; ``dpo_loss`` adds its NLL, a token mean over the batch. ``real`` ``[pairs]``
+    (1 for a real pair, 0 for padding) weights the batch means of ``kto_pair``.
     """
     eps = label_smoothing
     avg = policy / jnp.maximum(lengths, 1.0)
@@ -115,6 +117,16 @@ def pair_losses(loss_type: str, policy: jax.Array, reference: jax.Array | None,
         losses = (cr - 1 / (2 * beta)) ** 2 + (rr + 1 / (2 * beta)) ** 2
     elif loss_type == "apo_zero":
         losses = (1 - jax.nn.sigmoid(beta * cr)) + jax.nn.sigmoid(beta * rr)
+    elif loss_type == "kto_pair":
+        # TRL 0.8-0.11 (UltraMedical's): each side's KL estimate is the batch mean of the
+        # *other* side's log-ratio, clamped at 0 (not detached); the loss is the mean of
+        # the 2N terms, i.e. per pair the mean of its chosen and rejected term.
+        w = jnp.ones_like(cr) if real is None else real
+        n = jnp.maximum(w.sum(), 1.0)
+        kl_chosen = jnp.maximum((cr * w).sum() / n, 0.0)
+        kl_rejected = jnp.maximum((rr * w).sum() / n, 0.0)
+        losses = 0.5 * ((1 - jax.nn.sigmoid(beta * (cr - kl_rejected)))
+                        + (1 - jax.nn.sigmoid(beta * (kl_chosen - rr))))
     else:
         raise ValueError(f"objective.loss_type: unknown {loss_type!r} (known: {LOSS_TYPES})")
     raw = policy - reference  # rewards are always on summed log-ratios
@@ -137,9 +149,10 @@ def dpo_loss(config: ModelConfig, params, batch: dict, rng=None, *, loss_type: s
     else:
         policy, lengths = sequence_logps(config, params, batch, chunk_size=chunk_size)
     reference = None if loss_type in REFERENCE_FREE else batch["ref_logps"]
-    losses, r_chosen, r_rejected = pair_losses(loss_type, policy, reference, lengths, beta=beta,
-                                               label_smoothing=label_smoothing, gamma=gamma)
     real = (lengths[:, 0] > 0).astype(jnp.float32)
+    losses, r_chosen, r_rejected = pair_losses(loss_type, policy, reference, lengths, beta=beta,
+                                               label_smoothing=label_smoothing, gamma=gamma,
+                                               real=real)
     n = jnp.maximum(real.sum(), 1.0)
 
     def mean(x):
@@ -165,13 +178,14 @@ def dpo_loss(config: ModelConfig, params, batch: dict, rng=None, *, loss_type: s
 # --------------------------------------------------------------------------- unit
 def _dpo_config(c) -> None:
     o = c.objective
-    # sigmoid | hinge | ipo | robust | nca_pair | bco_pair | sppo_hard | apo_zero | simpo | orpo
+    # sigmoid | hinge | ipo | robust | nca_pair | bco_pair | sppo_hard | apo_zero | kto_pair
+    # (TRL <= 0.11) | simpo | orpo
     o.loss_type = "sigmoid"
     o.beta = 0.1  # for orpo: its lambda
     o.label_smoothing = 0.0
     o.gamma = 0.0  # simpo's margin
     o.sft_weight = 0.0  # adds w x NLL of the chosen responses (TRL loss_type "sft", rpo_alpha)
-    o.reference = "frozen"  # frozen | precompute | a model directory
+    o.reference = "frozen"  # frozen | precompute | a model directory | precompute:DIR
     o.loss_chunk_size = 1024
 
 

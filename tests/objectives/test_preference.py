@@ -47,6 +47,11 @@ def reference_losses(loss_type, pol, ref, lengths, beta, eps, gamma):
         return (cr - 1 / (2 * beta)) ** 2 + (rr + 1 / (2 * beta)) ** 2
     if loss_type == "apo_zero":
         return (1 - np_sig(beta * cr)) + np_sig(beta * rr)
+    if loss_type == "kto_pair":  # TRL 0.8's: torch.cat of the two halves, then .mean()
+        chosen_kl, rejected_kl = max(cr.mean(), 0.0), max(rr.mean(), 0.0)
+        halves = np.concatenate([1 - np_sig(beta * (cr - rejected_kl)),
+                                 1 - np_sig(beta * (chosen_kl - rr))])
+        return halves.reshape(2, -1).mean(0)  # per pair: its two terms' mean
     raise AssertionError(loss_type)
 
 
@@ -92,6 +97,20 @@ def test_gradients_match_finite_differences(loss_type):
         fd[idx] = (reference_losses(loss_type, up, ref, lengths, beta, eps, 0.3).sum()
                    - reference_losses(loss_type, down, ref, lengths, beta, eps, 0.3).sum()) / (2 * h)
     np.testing.assert_allclose(grad, fd, rtol=1e-3, atol=1e-4)
+
+
+def test_kto_pair_batch_means_skip_padding_pairs():
+    """kto_pair's KL estimates are batch means: padding pairs (real = 0) must not enter."""
+    pol, ref, lengths = random_case(4, n=6)
+    ref[:, 0] -= 3.0  # positive mean chosen log-ratio: the clamp at 0 is not what decides
+    real = np.array([1, 1, 1, 1, 0, 0], np.float32)
+    padded_pol, padded_ref = pol.copy(), ref.copy()
+    padded_pol[4:], padded_ref[4:] = -1e3, 0.0  # garbage in the padding pairs
+    got = pair_losses("kto_pair", jnp.asarray(padded_pol, jnp.float32),
+                      jnp.asarray(padded_ref, jnp.float32), jnp.asarray(lengths, jnp.float32),
+                      beta=0.1, real=jnp.asarray(real))[0]
+    want = reference_losses("kto_pair", pol[:4], ref[:4], lengths[:4], 0.1, 0.0, 0.0)
+    np.testing.assert_allclose(np.asarray(got)[:4], want, rtol=2e-5, atol=2e-5)
 
 
 def _pair_batch(prompt, chosen, rejected, length):
