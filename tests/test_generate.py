@@ -155,3 +155,23 @@ def test_prefill_logits_at_chosen_positions_equal_the_full_ones(hf_case):
                              logits_at=at)
     want = np.take_along_axis(np.asarray(full), np.asarray(at)[..., None], axis=1)
     np.testing.assert_allclose(np.asarray(part), want, atol=1e-5, rtol=1e-5)
+
+
+def test_draw_across_vocabulary_blocks_follows_the_softmax():
+    """The two-step sampler over a vocabulary of several blocks (and a padded last one):
+    tokens in different blocks, including the first and last id, are drawn as often as
+    softmax says; masked (-inf) ids never."""
+    from medjax.generate import draw
+    v = 1300  # blocks of 512: 512 + 512 + 276 (padded)
+    logits = np.full(v, -np.inf, np.float32)
+    ids = np.array([0, 7, 511, 512, 900, 1023, 1024, 1299])
+    logits[ids] = np.random.RandomState(2).normal(0, 1.0, len(ids))
+    n = 8000
+    got = np.asarray(jax.jit(lambda k: draw(jnp.asarray(np.tile(logits, (n, 1))), k))(
+        jax.random.key(5)))
+    assert set(got.tolist()) <= set(ids.tolist())
+    p = np.exp(logits[ids] - logits[ids].max())
+    p /= p.sum()
+    counts = np.array([(got == i).sum() for i in ids])
+    chi2 = float(((counts - n * p) ** 2 / (n * p)).sum())
+    assert chi2 < 24.3, (counts, n * p)  # 7 degrees of freedom: p ~ 0.001
