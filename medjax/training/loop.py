@@ -236,6 +236,7 @@ def reference_fingerprint(config, s: Setup) -> dict:
     return {"train": files(d.sources), "eval": files(held_out) if held_out else [],
             "eval_split": d.eval_split,
             "model": s.model.identity, "dtype": s.model_config.dtype,
+            "reference": config.objective.get("reference", ""),
             "tokenizer": s.tokenizer_spec, "template": getattr(s.template, "name", None),
             "format": d.format, "fields": d.fields, "seq_len": config.seq_len,
             "max_prompt_length": d.max_prompt_length, "truncation_mode": d.truncation_mode}

@@ -11,6 +11,8 @@
                table whose fingerprint differs is recomputed, never used. Training
                then holds no reference weights.
   PATH         another model (anything ``models.load`` reads).
+  precompute:PATH  a precomputed table made by another model (the online loop's reference
+               fixed to the initial policy while each round starts from the last).
 
 Both kinds of reference are values with one method, ``ref_logps(local, batch)``: the
 log-probs ``[rows, 2]`` of a process-local numpy batch ``local`` (with its
@@ -87,6 +89,12 @@ def build_reference(config, unit, mesh, model_config, start_params, *, passes=No
     if not unit.needs_reference(o):
         return None
     mode = o.reference
+    source = None  # the model whose log-probs are precomputed: the starting policy
+    if mode.startswith("precompute:"):
+        mode, source = "precompute", mode[len("precompute:"):]
+        if not os.path.isdir(source):
+            raise ValueError(f"objective.reference={o.reference!r}: {source!r} is not a "
+                             "model directory")
     kind = mode if mode in ("frozen", "precompute") else "model"
     if kind not in unit.references:
         note = f" ({unit.reference_note})" if unit.reference_note else ""
@@ -94,16 +102,19 @@ def build_reference(config, unit, mesh, model_config, start_params, *, passes=No
                          f"{unit.title or unit.name}{note}; it accepts "
                          f"{', '.join(repr(k) if k != 'model' else 'a model directory' for k in unit.references)}")
     chunk = o.loss_chunk_size
-    if kind == "model":
-        if not os.path.isdir(mode):
+    if kind == "model" or source:
+        path = source or mode
+        if not os.path.isdir(path):
             raise ValueError(f"objective.reference={mode!r}: expected 'frozen', 'precompute' "
                              "or a model directory")
-        ref = models.load(mode, mesh=mesh, param_dtype=model_config.dtype,
+        ref = models.load(path, mesh=mesh, param_dtype=model_config.dtype,
                           dtype=model_config.dtype, scan_layers=model_config.scan_layers,
                           remat_policy="none")
         frozen = FrozenReference(ref.config, ref.params, chunk)
-        return {"train": frozen, "eval": frozen}
-    frozen = frozen_copy(model_config, start_params, chunk)
+        if kind == "model":
+            return {"train": frozen, "eval": frozen}
+    else:
+        frozen = frozen_copy(model_config, start_params, chunk)
     if kind == "frozen":
         return {"train": frozen, "eval": frozen}
     # One table per pass (example ids are unique within a pipeline, not across them);
