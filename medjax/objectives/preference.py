@@ -118,9 +118,10 @@ def pair_losses(loss_type: str, policy: jax.Array, reference: jax.Array | None,
     elif loss_type == "apo_zero":
         losses = (1 - jax.nn.sigmoid(beta * cr)) + jax.nn.sigmoid(beta * rr)
     elif loss_type == "kto_pair":
-        # TRL 0.8-0.11 (UltraMedical's): each side's KL estimate is the batch mean of the
-        # *other* side's log-ratio, clamped at 0 (not detached); the loss is the mean of
-        # the 2N terms, i.e. per pair the mean of its chosen and rejected term.
+        # TRL 0.7.8-0.9.4 (UltraMedical's; since removed from TRL): each side's KL
+        # estimate is the batch mean of the *other* side's log-ratio, clamped at 0 (not
+        # detached); the loss is the mean of the 2N terms, i.e. per pair the mean of its
+        # chosen and rejected term.
         w = jnp.ones_like(cr) if real is None else real
         n = jnp.maximum(w.sum(), 1.0)
         kl_chosen = jnp.maximum((cr * w).sum() / n, 0.0)
@@ -179,7 +180,7 @@ def dpo_loss(config: ModelConfig, params, batch: dict, rng=None, *, loss_type: s
 def _dpo_config(c) -> None:
     o = c.objective
     # sigmoid | hinge | ipo | robust | nca_pair | bco_pair | sppo_hard | apo_zero | kto_pair
-    # (TRL <= 0.11) | simpo | orpo
+    # (TRL 0.7.8-0.9.4) | simpo | orpo
     o.loss_type = "sigmoid"
     o.beta = 0.1  # for orpo: its lambda
     o.label_smoothing = 0.0
