@@ -313,8 +313,57 @@ def plan(config, *, devices=None, num_layers: int | None = None, reference: bool
                                 "weights": per_device_bytes(ref_params),
                                 "compile_s": time.perf_counter() - t0,
                                 **memory_stats(ref_compiled)}
+        if "online" in config:
+            out["online"] = online_phases(config, mc, mesh)
     out["max_rss"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     return summarise(out)
+
+
+def online_phases(config, mc: models.ModelConfig, mesh) -> dict:
+    """The online loop's other phases (medjax/online.py), compiled as they run: sampling
+    (``generate._generate``: the policy's weights in the compute dtype, the KV cache of
+    ``online.sample_batch`` x ``samples_per_prompt`` rows of prompt bucket + new tokens)
+    and scoring (``online._score_fn``: the reward model, same architecture, a batch of
+    ``reward_batch`` rows of ``reward_max_length``). Each phase loads its model and
+    releases it at the end, so the loop's peak is the largest phase."""
+    from medjax.generate import _generate, bucket
+    from medjax.online import _score_fn
+    from medjax.parallel.sharding import batch_divisor
+    o = config.online
+    run_cfg = mc.replace(param_dtype=mc.dtype, remat_policy="none")
+    div = batch_divisor()
+    rows_of = lambda n: -(-n // div) * div  # noqa: E731 (generate pads to the mesh)
+    bs = batch_sharding_for(mesh)
+
+    def params(head):
+        shard = models.param_shardings(run_cfg, mesh, head)
+        return jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
+                            models.abstract_params(run_cfg, head), shard)
+
+    rows = rows_of(o.sample_batch * o.samples_per_prompt)
+    prompt = bucket(config.data.max_prompt_length)
+    ids = jax.ShapeDtypeStruct((rows, prompt), jnp.int32, sharding=bs)
+    lengths = jax.ShapeDtypeStruct((rows,), jnp.int32, sharding=bs)
+    key = jax.eval_shape(lambda: jax.random.key(0))
+    policy = params("lm")
+    t0 = time.perf_counter()
+    gen = _generate.lower(run_cfg, policy, ids, lengths, key, max_new_tokens=o.max_new_tokens,
+                          temperature=float(o.temperature), top_k=int(o.top_k),
+                          top_p=float(o.top_p), stop_ids=(0,), on_token=None).compile()
+    sampling = {"rows": rows, "prompt_bucket": prompt, "new_tokens": o.max_new_tokens,
+                "weights": per_device_bytes(policy), "compile_s": time.perf_counter() - t0,
+                **memory_stats(gen)}
+    del gen
+    length = o.reward_max_length or config.seq_len
+    rm_rows = rows_of(o.reward_batch)
+    reward = params("reward")
+    t0 = time.perf_counter()
+    sc = _score_fn(run_cfg).lower(
+        reward, jax.ShapeDtypeStruct((rm_rows, length), jnp.int32, sharding=bs),
+        jax.ShapeDtypeStruct((rm_rows,), jnp.int32, sharding=bs)).compile()
+    scoring = {"rows": rm_rows, "length": length, "weights": per_device_bytes(reward),
+               "compile_s": time.perf_counter() - t0, **memory_stats(sc)}
+    return {"sampling": sampling, "scoring": scoring}
 
 
 def summarise(p: dict) -> dict:
@@ -328,10 +377,15 @@ def summarise(p: dict) -> dict:
         # The reference forward runs with the train state resident (not its argument).
         state = p["hand"]["params"] + p["hand"]["opt_state"]
         phases["reference forward"] = state + peak(ref)
+    online = p.get("online")
+    if online:  # one model resident per phase: sampling, scoring, then the train step
+        phases["online sampling"] = peak(online["sampling"])
+        phases["online scoring"] = peak(online["scoring"])
     p["phases"] = phases
     p["total"] = max(phases.values())
     dup = p["saved_stacks"].get("bf16", 0) if p["model"]["dtype"] == "bfloat16" else 0
-    p["gpu_estimate"] = max(train - dup + resident_ref, phases.get("reference forward", 0))
+    p["gpu_estimate"] = max(train - dup + resident_ref, *(
+        v for k, v in phases.items() if k != "train step"), 0)
     return p
 
 
@@ -382,6 +436,19 @@ def report(p: dict, title: str, budget_gb: float) -> str:
                   f"    reference forward: arguments {ref['argument'] / GiB:.2f}, temp "
                   f"{ref['temp'] / GiB:.2f}, outputs {ref['output'] / GiB:.4f} GiB; "
                   f"compile {ref['compile_s']:.1f} s"]
+    online = p.get("online")
+    if online:
+        g, r = online["sampling"], online["scoring"]
+        lines += [f"  online sampling: {g['rows']} rows x (prompt {g['prompt_bucket']} + "
+                  f"{g['new_tokens']} new), policy weights {m['dtype']} "
+                  f"{g['weights'] / GiB:.2f} GiB; arguments {g['argument'] / GiB:.2f}, temp "
+                  f"(KV cache + activations) {g['temp'] / GiB:.2f} GiB; compile "
+                  f"{g['compile_s']:.1f} s",
+                  f"  online scoring: {r['rows']} rows x {r['length']}, reward model weights "
+                  f"{r['weights'] / GiB:.2f} GiB; arguments {r['argument'] / GiB:.2f}, temp "
+                  f"{r['temp'] / GiB:.2f} GiB; compile {r['compile_s']:.1f} s",
+                  "  (each phase loads its model and releases it: the policy's train state, "
+                  "the sampling copy and the reward model are never resident together)"]
     for name, v in p["phases"].items():
         lines.append(f"  phase '{name}': {v / GiB:.2f} GiB")
     budget = budget_gb * 1e9

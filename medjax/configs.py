@@ -239,15 +239,20 @@ def _keys(c, prefix: str = "") -> list[str]:
     return out
 
 
-def key_comments(objective: str) -> dict[str, str]:
-    """Each key's comment where ``base`` and the objective's unit define it: the trailing
-    ``# ...`` of its line, else the comment lines right above it."""
+def key_comments(objective: str, online: bool = False) -> dict[str, str]:
+    """Each key's comment where ``base`` and the objective's unit (and, for an online
+    config, ``online.add_online_config``) define it: the trailing ``# ...`` of its line,
+    else the comment lines right above it."""
     import inspect
     import re
     from . import objectives
     out: dict[str, str] = {}
     assign = re.compile(r"^\s*(c|o)\.([\w.]+)\s*=[^=](.*)$")
-    for fn in (base, objectives.get(objective).add_config):
+    fns = [(base, "objective."), (objectives.get(objective).add_config, "objective.")]
+    if online:
+        from .online import add_online_config
+        fns.append((add_online_config, "online."))
+    for fn, o_prefix in fns:
         above: list[str] = []
         for line in inspect.getsource(fn).splitlines():
             stripped = line.strip()
@@ -256,7 +261,7 @@ def key_comments(objective: str) -> dict[str, str]:
                 continue
             m = assign.match(line)
             if m:
-                key = ("objective." if m.group(1) == "o" else "") + m.group(2)
+                key = (o_prefix if m.group(1) == "o" else "") + m.group(2)
                 text = m.group(3).partition("  # ")[2].strip() or " ".join(above)
                 if text:
                     out[key] = text
@@ -267,7 +272,7 @@ def key_comments(objective: str) -> dict[str, str]:
 def describe_keys(config) -> str:
     """``  --config.KEY=DEFAULT  # what it is`` for every key of ``config``."""
     import textwrap
-    comments = key_comments(config.objective.name)
+    comments = key_comments(config.objective.name, online="online" in config)
     lines = []
     for key in _keys(config):
         node = config

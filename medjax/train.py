@@ -74,6 +74,8 @@ def main(argv):
         logging.getLogger("medjax").setLevel(logging.WARNING)
     from medjax.data.sources import DataError
     from medjax.training import run
+    if "online" in FLAGS.config:  # configs/online_dpo.py: rounds of sample, score, train
+        from medjax.online import run
     from medjax.training.hooks import NonFiniteError
     try:
         last = run(FLAGS.config, FLAGS.workdir)
