@@ -84,8 +84,8 @@ def draw(x_bv: jax.Array, key: jax.Array, block: int = 512) -> jax.Array:
     """A token id per row drawn from softmax(x) (``-inf`` entries never drawn), exactly, in
     two inverse-CDF steps: a block of ``block`` ids by the blocks' total probability, then
     an id within it. Two uniforms per row instead of ``jax.random.categorical``'s Gumbel
-    noise for every id: on a 2-core CPU 60 ms instead of 660-770 ms for 128 rows of a
-    128,256-id vocabulary (benchmarks/RESULTS.md)."""
+    noise for every id: 11x faster for 128 rows of a 128,256-id vocabulary on the 2-core
+    CPU (benchmarks/sampling.py, RESULTS.md)."""
     rows, v = x_bv.shape
     block = min(block, v)
     pad = -v % block
