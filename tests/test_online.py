@@ -58,6 +58,23 @@ def test_pair_records_for_dpo_and_kto():
     parse(records[0], "kto")
 
 
+def test_score_applies_the_missing_end_of_turn_penalty_and_skips_refused_responses():
+    class Scorer:  # the reward model's part is tested against transformers below
+        def encode(self, messages, text):
+            return None if not text.strip() else [len(text)]
+
+        def score(self, rows):
+            return np.array([float(r[0]) for r in rows], np.float32)
+
+    rows = [{"prompt_index": 0, "prompt": [], "responses": [
+        {"text": "abc", "finish_reason": "stop"}, {"text": "abcdef", "finish_reason": "length"},
+        {"text": " ", "finish_reason": "stop"}]}]
+    scored, phase = online.score(Scorer(), rows, penalty=2.5)
+    got = [(r["reward_raw"], r["reward"]) for r in scored[0]["responses"]]
+    assert got == [(3.0, 3.0), (6.0, 3.5), (None, None)] and phase["tokens"] == 2
+    assert "reward" not in rows[0]["responses"][0]  # the sampled rows are left as they were
+
+
 def test_round_prompts_cycle_through_one_shuffle():
     prompts = [online.Prompt(i, f"f:{i}", []) for i in range(10)]
     assert online.round_prompts(prompts, 2, 0, seed=0) == prompts
