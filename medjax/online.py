@@ -112,9 +112,12 @@ def check(config) -> None:
         problems.append("model.init_from: empty (the policy to start from, e.g. an SFT "
                         "workdir: python -m medjax.train --config=configs/sft.py "
                         "--workdir=SFT, then model.init_from=SFT)")
-    if config.objective.name not in ("dpo", "kto"):
-        problems.append(f"objective.name={config.objective.name!r}: online rounds train "
-                        "'dpo' (loss_type sigmoid, nca_pair, kto_pair, ...) or 'kto'")
+    from . import objectives
+    unit = objectives.get(config.objective.name)
+    if unit.kind not in ("preference", "kto") or unit.head != "lm":
+        problems.append(f"objective.name={config.objective.name!r}: online rounds train the "
+                        "policy on preference pairs or KTO rows ('dpo' with loss_type "
+                        "sigmoid, nca_pair, kto_pair, ..., or 'kto')")
     if problems:
         raise ValueError("; ".join(problems))
     for key in ("reward_model", "init_from"):
@@ -519,7 +522,8 @@ def run(config, workdir: str):
     with open(os.path.join(workdir, "online_config.json"), "w") as f:
         f.write(config.to_json_best_effort(indent=2))
     initial = os.path.abspath(config.model.init_from)
-    kto = config.objective.name == "kto"
+    from . import objectives
+    kto = objectives.get(config.objective.name).kind == "kto"  # unpaired rows, not pairs
     prompts = read_prompts(o.prompts, config.data.format, config.data.fields)
     held_out = read_prompts(o.eval_prompts) if str(o.eval_prompts).strip() else []
     mesh = build_mesh(config)
