@@ -508,6 +508,28 @@ def round_reference(configured: str, rule: str, round_index: int, initial: str) 
     return f"precompute:{initial}" if configured == "precompute" else initial
 
 
+def fitting_prompts(prompts: list[Prompt], template, limit: int, key: str) -> list[Prompt]:
+    """The prompts the policy's template encodes in at most ``limit`` tokens (the others are
+    left out with a warning); one the template refuses is an error naming its file:line."""
+    from .data.sources import DataError
+    kept = []
+    for p in prompts:
+        try:
+            n = len(template.encode_prompt(p.messages))
+        except ValueError as e:
+            raise DataError(f"{p.where}: {e}") from None
+        if n <= limit:
+            kept.append(p)
+    if len(kept) < len(prompts):
+        log.warning("online.%s: %d of %d prompts are longer than data.max_prompt_length=%d "
+                    "tokens and are left out", key, len(prompts) - len(kept), len(prompts),
+                    limit)
+    if not kept:
+        raise ValueError(f"online.{key}: every prompt is longer than data.max_prompt_length="
+                         f"{limit}")
+    return kept
+
+
 def run(config, workdir: str):
     """Runs (or resumes) every round; returns the last round's training results."""
     from .configs import check as check_config
@@ -536,15 +558,9 @@ def run(config, workdir: str):
         return tokenizer, template
 
     _, template0 = data_tools(initial)
-    limit = config.data.max_prompt_length
-    kept = [p for p in prompts if len(template0.encode_prompt(p.messages)) <= limit]
-    if len(kept) < len(prompts):
-        log.warning("online.prompts: %d of %d prompts are longer than data.max_prompt_length="
-                    "%d tokens and are left out", len(prompts) - len(kept), len(prompts), limit)
-    if not kept:
-        raise ValueError(f"online.prompts: every prompt is longer than data.max_prompt_length="
-                         f"{limit}")
-    prompts = kept
+    prompts = fitting_prompts(prompts, template0, config.data.max_prompt_length, "prompts")
+    held_out = fitting_prompts(held_out, template0, config.data.max_prompt_length,
+                               "eval_prompts") if held_out else []
 
     rounds_path = os.path.join(workdir, "rounds.jsonl")
     done = [json.load(open(os.path.join(workdir, f"round_{r}", "round.json")))

@@ -308,3 +308,19 @@ def test_cpu_demonstration_reward_rises(tmp_path):
     assert all(r["heldout_after"] > initial for r in rounds)
     sampled = [r["reward_mean"] for r in rounds]
     assert sampled == sorted(sampled) and sampled[-1] > sampled[0] + 0.5, sampled
+
+
+def test_prompts_too_long_are_left_out_and_a_refused_one_names_its_line():
+    from medjax.data.sources import DataError
+    from medjax.data.templates import get_template
+    from medjax.data.tokenizer import get_tokenizer
+    template = get_template("alpaca", get_tokenizer("llama3"))  # single-turn prompts only
+    prompts = [online.Prompt(0, "f.jsonl:1", [{"role": "user", "content": "short"}]),
+               online.Prompt(1, "f.jsonl:2", [{"role": "user", "content": "long " * 200}])]
+    assert online.fitting_prompts(prompts, template, 64, "prompts") == prompts[:1]
+    with pytest.raises(ValueError, match="every prompt is longer"):
+        online.fitting_prompts(prompts[1:], template, 64, "prompts")
+    turns = [{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"},
+             {"role": "user", "content": "c"}]
+    with pytest.raises(DataError, match=r"^f.jsonl:3: "):
+        online.fitting_prompts([online.Prompt(2, "f.jsonl:3", turns)], template, 64, "prompts")
