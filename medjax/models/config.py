@@ -91,6 +91,9 @@ class ModelConfig:
     attention: str = "xla"  # "xla" (any platform) or "cudnn" (GPU)
     remat_policy: str = "none"
     scan_layers: bool = True
+    # Low-rank adapters (medjax.models.lora.LoraConfig) trained over this frozen model; not
+    # part of the architecture (to_hf ignores it; a merged export has none).
+    lora: Any = None
 
     def __post_init__(self):
         def bad(field, msg):
@@ -119,6 +122,9 @@ class ModelConfig:
             bad("head_dim", f"must be even for rotary embeddings, got {self.head_dim}")
         if isinstance(self.rope_scaling, dict):  # accept a plain dict (e.g. from JSON)
             object.__setattr__(self, "rope_scaling", RopeScaling(**self.rope_scaling))
+        if isinstance(self.lora, dict):
+            from .lora import LoraConfig
+            object.__setattr__(self, "lora", LoraConfig(**self.lora))
         if isinstance(self.eos_token_id, (list, int)):
             eos = [self.eos_token_id] if isinstance(self.eos_token_id, int) else self.eos_token_id
             object.__setattr__(self, "eos_token_id", tuple(eos))
@@ -137,6 +143,8 @@ class ModelConfig:
     def to_dict(self) -> dict[str, Any]:
         out = dataclasses.asdict(self)
         out["eos_token_id"] = list(self.eos_token_id)
+        if self.lora is not None:
+            out["lora"]["targets"] = list(self.lora.targets)
         return out
 
     @classmethod

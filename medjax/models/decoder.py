@@ -37,6 +37,7 @@ from jax.sharding import Mesh, SingleDeviceSharding
 
 from ..parallel.sharding import constrain, logical_to_sharding
 from .config import ModelConfig
+from .lora import add_delta, adapter_delta
 
 Params = dict[str, Any]
 HEADS = ("lm", "reward")  # the output head: next-token logits, or one scalar (reward models)
@@ -183,25 +184,32 @@ class Attention(nn.Module):
     config: ModelConfig
 
     @nn.compact
-    def __call__(self, x_btd, cos, sin, segment_ids, cache=None):
+    def __call__(self, x_btd, cos, sin, segment_ids, cache=None, lora_rng=None):
         c = self.config
         d, n, k, h = c.hidden_size, c.num_heads, c.num_kv_heads, c.head_dim
         param = functools.partial(_weight, self)
+        lora = functools.partial(adapter_delta, self, rng=lora_rng)  # LoRA, where present
 
         q_proj_dnh = param("q_proj", (d, n, h), ("embed", "heads", "head_dim"))
         k_proj_dkh = param("k_proj", (d, k, h), ("embed", "kv_heads", "head_dim"))
         v_proj_dkh = param("v_proj", (d, k, h), ("embed", "kv_heads", "head_dim"))
         o_proj_nhd = param("o_proj", (n, h, d), ("heads", "head_dim", "embed"))
 
-        q_btnh = jnp.einsum("btd,dnh->btnh", x_btd, q_proj_dnh)
-        k_btkh = jnp.einsum("btd,dkh->btkh", x_btd, k_proj_dkh)
-        v_btkh = jnp.einsum("btd,dkh->btkh", x_btd, v_proj_dkh)
+        q_btnh = add_delta(jnp.einsum("btd,dnh->btnh", x_btd, q_proj_dnh),
+                           lora("q_proj", x_btd, index=0))
+        k_btkh = add_delta(jnp.einsum("btd,dkh->btkh", x_btd, k_proj_dkh),
+                           lora("k_proj", x_btd, index=1))
+        v_btkh = add_delta(jnp.einsum("btd,dkh->btkh", x_btd, v_proj_dkh),
+                           lora("v_proj", x_btd, index=2))
         q_btnh = constrain(apply_rope(q_btnh, cos, sin), ("batch", "length", "heads", "head_dim"))
         k_btkh = constrain(apply_rope(k_btkh, cos, sin), ("batch", "length", "kv_heads", "head_dim"))
         v_btkh = constrain(v_btkh, ("batch", "length", "kv_heads", "head_dim"))
+        def out_proj(out_btnh):
+            return add_delta(jnp.einsum("btnh,nhd->btd", out_btnh, o_proj_nhd),
+                             lora("o_proj", out_btnh, index=3))
+
         if cache is None:
-            out_btnh = attention(c, q_btnh, k_btkh, v_btkh, segment_ids)
-            return jnp.einsum("btnh,nhd->btd", out_btnh, o_proj_nhd)
+            return out_proj(attention(c, q_btnh, k_btkh, v_btkh, segment_ids))
         # Generation (forward_cached): this layer's cache [batch, kv_heads, cache_len,
         # head_dim], or the stacked one and this layer's index inside a layer scan.
         k_cache, v_cache, layer, start_b = cache
@@ -210,25 +218,29 @@ class Attention(nn.Module):
         q_pos_bt = start_b[:, None] + jnp.arange(x_btd.shape[1])[None, :]
         own = (lambda a: a) if layer is None else (lambda a: a[layer])
         out_btnh = cached_attention(c, q_btnh, own(k_cache), own(v_cache), q_pos_bt)
-        return jnp.einsum("btnh,nhd->btd", out_btnh, o_proj_nhd), (k_cache, v_cache)
+        return out_proj(out_btnh), (k_cache, v_cache)
 
 
 class MLP(nn.Module):
     config: ModelConfig
 
     @nn.compact
-    def __call__(self, x_btd):
+    def __call__(self, x_btd, lora_rng=None):
         c = self.config
         d, f = c.hidden_size, c.intermediate_size
         param = functools.partial(_weight, self)
+        lora = functools.partial(adapter_delta, self, rng=lora_rng)  # LoRA, where present
 
         gate_df = param("gate_proj", (d, f), ("embed", "mlp"))
         up_df = param("up_proj", (d, f), ("embed", "mlp"))
         down_fd = param("down_proj", (f, d), ("mlp", "embed"))
-        h_btf = jax.nn.silu(jnp.einsum("btd,df->btf", x_btd, gate_df)) * jnp.einsum(
-            "btd,df->btf", x_btd, up_df)
-        h_btf = constrain(h_btf, ("batch", "length", "mlp"))
-        return jnp.einsum("btf,fd->btd", h_btf, down_fd)
+        gate_btf = add_delta(jnp.einsum("btd,df->btf", x_btd, gate_df),
+                             lora("gate_proj", x_btd, index=4))
+        up_btf = add_delta(jnp.einsum("btd,df->btf", x_btd, up_df),
+                           lora("up_proj", x_btd, index=5))
+        h_btf = constrain(jax.nn.silu(gate_btf) * up_btf, ("batch", "length", "mlp"))
+        return add_delta(jnp.einsum("btf,fd->btd", h_btf, down_fd),
+                         lora("down_proj", h_btf, index=6))
 
 
 class DecoderLayer(nn.Module):
@@ -238,13 +250,16 @@ class DecoderLayer(nn.Module):
     def __call__(self, x_btd, cos, sin, segment_ids, cache=None):
         c = self.config
         dt, pdt = jnp.dtype(c.dtype), jnp.dtype(c.param_dtype)
+        # LoRA dropout in training: one key per layer (lora.attach puts it there)
+        rng = self.get_variable("params", "lora_rng") if self.has_variable(
+            "params", "lora_rng") else None
         h = RMSNorm(c.rms_norm_eps, dt, pdt, name="attn_norm")(x_btd)
-        attn = Attention(c, name="attn")(h, cos, sin, segment_ids, cache)
+        attn = Attention(c, name="attn")(h, cos, sin, segment_ids, cache, lora_rng=rng)
         if cache is not None:
             attn, cache = attn
         x_btd = x_btd + attn
         h = RMSNorm(c.rms_norm_eps, dt, pdt, name="mlp_norm")(x_btd)
-        x_btd = x_btd + MLP(c, name="mlp")(h)
+        x_btd = x_btd + MLP(c, name="mlp")(h, lora_rng=rng)
         x_btd = constrain(x_btd, ("batch", "length", "embed"))
         return x_btd if cache is None else (x_btd, cache)
 
