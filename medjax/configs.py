@@ -38,6 +38,18 @@ def base(objective: str) -> ml_collections.ConfigDict:
     c.model.remat_policy = "none"  # activation recomputation: none | full | dots | dots_no_batch
     c.model.scan_layers = True  # layers as one scanned block (fast compiles)
     c.model.attention = "xla"  # xla | cudnn (fused, GPU)
+    # LoRA: low-rank adapters train over the frozen model (rank 0: full fine-tuning)
+    c.model.lora = ml_collections.ConfigDict()
+    c.model.lora.rank = 0  # r (e.g. 16); 0: no adapters, every weight trains
+    c.model.lora.alpha = 16.0  # the update is scaled by alpha / rank (alpha / sqrt(rank): rslora)
+    c.model.lora.dropout = 0.0  # on each adapter's input, in training
+    c.model.lora.rslora = False
+    # q, k, v, o, gate, up, down (comma-separated), all, or a pattern over parameter paths
+    # such as 'attn/(q|v)_proj'
+    c.model.lora.targets = "all"
+    # The base of a PEFT adapter in model.init_from, when its adapter_config.json does not
+    # name a local directory
+    c.model.lora.base = ""
 
     c.data = ml_collections.ConfigDict()
     # Paths/globs (comma-separated), or a mixture: [{"path": ..., "weight": ..., "format": ...}]
@@ -323,6 +335,9 @@ def check(config) -> None:
     field_map(d.fields)
     from .models.presets import get_preset
     get_preset(config.model.preset)  # an unknown preset: one line naming the known ones
+    if config.model.get("lora") is not None:  # rank, alpha, dropout, targets: one line
+        from .models.lora import from_settings
+        from_settings(config.model.lora)
     if not 0.0 <= d.eval_split < 1.0:
         raise ValueError(f"data.eval_split={d.eval_split}: a fraction in [0, 1)")
     if d.eval_split and d.eval_sources not in ("auto", ""):

@@ -4,6 +4,7 @@
   python -m medjax.convert --to=hf --src=CKPT_DIR --dst=HF_DIR [--dtype=bfloat16]
   python -m medjax.convert --to=hf --src=WORKDIR --dst=HF_DIR      (a medjax.train run)
   python -m medjax.convert --to=medjax --src=WORKDIR --dst=CKPT_DIR
+  python -m medjax.convert --to=peft --src=LORA_WORKDIR --dst=ADAPTER_DIR  (a LoRA run)
 
 ``--src`` is anything ``medjax.models.load`` reads: a Hugging Face directory, a
 medjax model checkpoint, or a training workdir (the parameters of its newest
@@ -18,6 +19,14 @@ tokenizer the model was trained with (an id that is an error if its chat
 template ends every response with it), else the model's first EOS id.
 ``--to=medjax`` of such a directory keeps the reward head.
 
+A LoRA run (``model.lora.rank`` > 0) is read with its adapters merged into its base by
+``--to=hf`` / ``--to=medjax``; ``--to=peft`` writes the adapters alone as PEFT's
+``adapter_config.json`` + ``adapter_model.safetensors`` (and the run's tokenizer), which
+``peft.PeftModel.from_pretrained(base, ADAPTER_DIR)`` loads; its
+``base_model_name_or_path`` is the base directory the run loaded. medjax reads such a
+directory back anywhere it reads a model (merged), and ``model.init_from=ADAPTER_DIR``
+continues training the adapters.
+
 An existing destination is never replaced unless --overwrite is given.
 """
 
@@ -28,7 +37,8 @@ import sys
 from absl import app, flags
 
 FLAGS = flags.FLAGS
-flags.DEFINE_enum("to", None, ["medjax", "hf"], "Target format.")
+flags.DEFINE_enum("to", None, ["medjax", "hf", "peft"], "Target format (peft: a LoRA run's "
+                 "adapters).")
 flags.DEFINE_string("src", None, "Source directory: a Hugging Face model directory, a medjax "
                     "model checkpoint or a medjax.train workdir.")
 flags.DEFINE_string("dst", None, "Destination directory.")
@@ -63,6 +73,9 @@ def convert(to: str, src: str, dst: str, *, dtype: str | None = None,
     from medjax.models import load, save_hf
     from medjax.models.checkpoint import save_model
 
+    if to == "peft":
+        return export_peft(src, dst, overwrite=overwrite, tokenizer=tokenizer,
+                           template=template)
     model = load(src, **({"param_dtype": dtype} if dtype else {}))
     if to == "medjax":
         save_model(model.config, model.params, dst, overwrite=overwrite,
@@ -95,6 +108,48 @@ def convert(to: str, src: str, dst: str, *, dtype: str | None = None,
         save_tokenizer(tok, tpl, dst)
         with open(os.path.join(dst, "generation_config.json"), "w") as f:
             json.dump(ids, f, indent=2)
+
+
+def export_peft(src: str, dst: str, *, overwrite: bool = False, tokenizer: str | None = None,
+                template: str | None = None) -> None:
+    """A LoRA workdir's adapters as a PEFT adapter directory (and the run's tokenizer)."""
+    import os
+    import shutil
+    import types
+
+    import jax
+
+    from medjax.data.hf_export import save_tokenizer
+    from medjax.data.model_tools import model_data_tools
+    from medjax.models import describe
+    from medjax.models.load import lora_trainable
+    from medjax.models.lora import save_peft
+
+    about = describe(src)
+    if about["kind"] != "workdir" or about.get("lora") is None:
+        raise ValueError(f"--to=peft: {src} is not the workdir of a LoRA run (model.lora.rank "
+                         "> 0); --to=hf writes a whole model")
+    if os.path.exists(dst) and os.listdir(dst):
+        if not overwrite:
+            raise FileExistsError(f"{dst}: exists (pass --overwrite to replace it)")
+        shutil.rmtree(dst)
+    base = about.get("lora_base") or {}
+    base_path = base.get("path")
+    if base.get("source") != "hf":
+        what = "a seeded random init" if base.get("source") == "preset" else base_path
+        _warn(f"the run's base ({what}) is not a Hugging Face directory: PEFT loads the "
+              "adapters onto one (write it with --to=hf from the same source); "
+              f"base_model_name_or_path is {base_path!r}")
+    trainable, _ = lora_trainable(src, about, None)
+    config = about["config"].replace(lora=about["lora"])
+    if jax.process_index() == 0:
+        save_peft(config, trainable, dst, base_path)
+        tok, tpl = model_data_tools(
+            types.SimpleNamespace(tokenizer=about["tokenizer"], template=about["template"]),
+            src, tokenizer, template,
+            warn=lambda m: _warn(f"{m}; the adapter directory has no tokenizer"))
+        if tok is not None:
+            save_tokenizer(tok, tpl, dst)
 
 
 def main(argv):

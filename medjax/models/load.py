@@ -56,9 +56,30 @@ def source_kind(path: str) -> str:
         return "medjax"
     if os.path.isfile(os.path.join(path, "config.json")):
         return "hf"
+    from .lora import is_peft_dir
+    if is_peft_dir(path):
+        return "peft"
     raise FileNotFoundError(f"{path}: neither a medjax model checkpoint ({META_FILE}), a "
-                            f"medjax.train workdir ({WORKDIR_META}, checkpoints/) nor a Hugging "
-                            "Face directory (config.json)")
+                            f"medjax.train workdir ({WORKDIR_META}, checkpoints/), a Hugging "
+                            "Face directory (config.json) nor a PEFT adapter directory "
+                            "(adapter_config.json)")
+
+
+def peft_base(path: str, base: str = "") -> str:
+    """The base model directory of the PEFT adapter directory ``path``: ``base`` when given,
+    else its ``adapter_config.json``'s ``base_model_name_or_path`` (a local directory,
+    absolute or relative to the adapter directory)."""
+    from .lora import ADAPTER_CONFIG, read_peft_config
+    _, named = read_peft_config(path)
+    if base:
+        return os.path.abspath(base)
+    for candidate in (named, os.path.join(path, named or "")):
+        if named and os.path.isdir(candidate):
+            return os.path.abspath(candidate)
+    raise FileNotFoundError(
+        f"{os.path.join(path, ADAPTER_CONFIG)}: field 'base_model_name_or_path': {named!r} is not "
+        "a local directory (medjax downloads nothing): set it to the base model's directory"
+        " (or model.lora.base in a training config)")
 
 
 def is_training_workdir(path: str) -> bool:
@@ -108,6 +129,12 @@ def describe(path: str | os.PathLike) -> dict:
     "tokenizer", "template"}``."""
     path = os.path.abspath(os.fspath(path))
     kind = source_kind(path)
+    if kind == "peft":  # the base's, with the adapter directory's own tokenizer if it has one
+        from .lora import read_peft_config
+        about = describe(peft_base(path))
+        has_tok = any(os.path.isfile(os.path.join(path, f)) for f in TOKENIZER_FILES)
+        return dict(about, kind=kind, tokenizer=path if has_tok else about["tokenizer"],
+                    lora=read_peft_config(path)[0])
     if kind == "hf":
         from .config import hf_head
         config_path = os.path.join(path, "config.json")
@@ -119,8 +146,10 @@ def describe(path: str | os.PathLike) -> dict:
                 "tokenizer": path if has_tok else None, "template": None}
     meta = (read_meta(os.path.join(path, META_FILE)) if kind == "medjax"
             else read_workdir_meta(path))
-    return {"kind": kind, "config": meta["config"], "head": meta["head"],
-            "tokenizer": meta.get("tokenizer"), "template": meta.get("template")}
+    config = meta["config"]
+    return {"kind": kind, "config": config.replace(lora=None), "head": meta["head"],
+            "tokenizer": meta.get("tokenizer"), "template": meta.get("template"),
+            "lora": config.lora, "lora_base": meta.get("lora_base")}
 
 
 def _fingerprint(files: list[str]) -> list:
@@ -151,6 +180,15 @@ def load(path: str | os.PathLike, *, mesh: Mesh | None = None, **overrides: Any)
     about = describe(path)
     kind, head, tokenizer, template = (about[k] for k in ("kind", "head", "tokenizer",
                                                           "template"))
+    if kind == "peft":  # the adapters merged into their base
+        from .lora import load_peft, merge
+        base = load(peft_base(path), mesh=mesh, **overrides)
+        config = base.config.replace(lora=about["lora"])
+        params = merge(config, base.params, load_peft(path, config, mesh))
+        return Model(config.replace(lora=None), params, base.head, tokenizer, template,
+                     {"source": kind, "path": path, "base": base.identity,
+                      "files": _fingerprint([os.path.join(path, f) for f in os.listdir(path)
+                                             if f.startswith("adapter_")])})
     if kind == "hf":
         from .hf import load_hf
         dtype = overrides.pop("param_dtype", None) or _hf_dtype(path)
@@ -166,6 +204,9 @@ def load(path: str | os.PathLike, *, mesh: Mesh | None = None, **overrides: Any)
         identity = {"files": _fingerprint([os.path.join(params_dir, f)
                                            for f in os.listdir(params_dir)]
                                           + [os.path.join(path, META_FILE)])}
+    elif about["lora"] is not None:  # a LoRA run: its adapters merged into its base
+        config, params, step = _load_lora_workdir(path, about, mesh, **overrides)
+        identity = {"step": step, "files": _fingerprint([os.path.join(path, WORKDIR_META)])}
     else:
         config, params, step = _load_workdir_params(path, about["config"], head, mesh,
                                                     **overrides)
@@ -204,6 +245,65 @@ def _load_workdir_params(workdir: str, saved: ModelConfig, head: str, mesh: Mesh
     if config.param_dtype != saved.param_dtype:
         params = _cast(params, config.param_dtype)
     return config, params, steps[-1]
+
+
+def lora_base(about: dict, mesh: Mesh | None, **overrides) -> "Model":
+    """The frozen base of a LoRA workdir (``describe``'s ``about``): the model its run
+    loaded, or the seeded random init of its preset."""
+    base = about["lora_base"] or {}
+    if base.get("source") == "preset":
+        from .decoder import init_params
+        import jax.random
+        config = ModelConfig.from_dict(base["config"]).replace(**overrides)
+        return Model(config, init_params(config, jax.random.key(base["seed"]), mesh=mesh),
+                     "lm", None, None, base)
+    if not base.get("path") or not os.path.isdir(base["path"]):
+        raise FileNotFoundError(f"{base.get('path')!r}: the base model of this LoRA run is "
+                                "gone (its adapters need it)")
+    return load(base["path"], mesh=mesh, **overrides)
+
+
+def lora_trainable(path: str, about: dict, mesh: Mesh | None) -> tuple[dict, int]:
+    """(trainable tree, step) of a LoRA workdir's newest checkpoint: the adapters and, for
+    a reward model, its head."""
+    import orbax.checkpoint as ocp
+    from jax.sharding import NamedSharding, SingleDeviceSharding
+    from .lora import abstract_adapters, adapter_shardings
+    config = about["config"].replace(lora=about["lora"])
+    abstract = {"layers": abstract_adapters(config)["layers"]}
+    if mesh is None:
+        single = SingleDeviceSharding(jax.local_devices()[0])
+        shardings = jax.tree.map(lambda _: single, abstract)
+    else:
+        shardings = {"layers": adapter_shardings(config, mesh)["layers"]}
+    if about["head"] == "reward":
+        from ..parallel.sharding import logical_to_spec
+        abstract["reward_head"] = {"kernel": jax.ShapeDtypeStruct(
+            (config.hidden_size,), jax.numpy.float32)}
+        shardings["reward_head"] = {"kernel": SingleDeviceSharding(jax.local_devices()[0])
+                                    if mesh is None else
+                                    NamedSharding(mesh, logical_to_spec(("embed",)))}
+    directory, steps = checkpoint_steps(path)
+    restore_args = jax.tree.map(lambda s: ocp.ArrayRestoreArgs(sharding=s), shardings)
+    with ocp.PyTreeCheckpointer() as ckptr:
+        meta = ckptr.metadata(os.path.join(directory, str(steps[-1]), "state")).item_metadata
+        if about["head"] == "reward":  # the head is stored in the run's param dtype
+            abstract["reward_head"]["kernel"] = jax.ShapeDtypeStruct(
+                (config.hidden_size,), meta["params"]["reward_head"]["kernel"].dtype)
+        state = ckptr.restore(
+            os.path.join(directory, str(steps[-1]), "state"),
+            args=ocp.args.PyTreeRestore(item={"params": abstract},
+                                        restore_args={"params": restore_args},
+                                        partial_restore=True))
+    return state["params"], steps[-1]
+
+
+def _load_lora_workdir(path: str, about: dict, mesh: Mesh | None, **overrides):
+    from .lora import merge
+    base = lora_base(about, mesh, **overrides)
+    trainable, step = lora_trainable(path, about, mesh)
+    config = base.config.replace(lora=about["lora"])
+    return base.config, merge(config, base.params, trainable), step
 
 
 def identity_digest(identity: dict) -> str:

@@ -44,14 +44,14 @@ def check_workdir(workdir: str, config: ModelConfig, objective: str) -> None:
 
 
 def write_model_meta(workdir: str, config: ModelConfig, head: str, *, objective: str,
-                     tokenizer: str, template: str | None) -> None:
+                     tokenizer: str, template: str | None, **extra) -> None:
     """The workdir's model metadata (``models.load`` reads the workdir with it): the
     layout of a model checkpoint's ``medjax_model.json`` plus the objective."""
     if jax.process_index() == 0:
         if os.path.isdir(tokenizer):
             tokenizer = os.path.abspath(tokenizer)
         meta = model_meta(config, head, tokenizer=tokenizer, template=template,
-                          objective=objective)
+                          objective=objective, **extra)  # LoRA: lora_base (what it adapts)
         tmp = os.path.join(workdir, WORKDIR_META + ".tmp")
         with open(tmp, "w") as f:
             json.dump(meta, f, indent=2)

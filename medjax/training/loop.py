@@ -39,7 +39,8 @@ def run(config, workdir: str) -> dict:
     s = setup(config)
     check_workdir(workdir, s.model_config, config.objective.name)
     write_model_meta(workdir, s.model_config, s.unit.head, objective=s.unit.name,
-                     tokenizer=s.tokenizer_spec, template=getattr(s.template, "name", None))
+                     tokenizer=s.tokenizer_spec, template=getattr(s.template, "name", None),
+                     **({} if s.frozen is None else {"lora_base": s.model.identity}))
     write_config(workdir, config)
     pipe = functools.partial(pipeline_from_config, config, s.tokenizer, s.template,
                              process_index=jax.process_index(),
@@ -56,7 +57,9 @@ def run(config, workdir: str) -> dict:
                     "files, or data.eval_split to a fraction of the training records)")
     with jax.set_mesh(s.mesh):  # the reference is the *starting* policy
         references = build_reference(
-            config, s.unit, s.mesh, s.model_config, s.state["params"], passes=passes,
+            config, s.unit, s.mesh, s.model_config.replace(lora=None),
+            s.state["params"] if s.frozen is None else s.frozen, share=s.frozen is not None,
+            passes=passes,
             workdir=workdir, fingerprint=lambda: reference_fingerprint(config, s),
             to_global=functools.partial(to_global, sharding=s.batch_sharding),
             sharding=s.batch_sharding)
@@ -84,7 +87,7 @@ def run(config, workdir: str) -> dict:
             with jax.set_mesh(s.mesh):
                 for hook in (evaluate, samples, bench):
                     if hook is not None:
-                        hook.run(0, trainer.state["params"])
+                        hook.run(0, trainer.state["params"])  # eval_fn binds LoRA's base
         for _ in trainer.steps():
             pass
         trainer.finish()
@@ -127,7 +130,7 @@ def sample_hook(config, s: Setup, writer, workdir: str, resume_step: int = 0):
 
     return hooks.SampleCompletions(
         list(prompts), encode, lambda r: tok.decode([i for i in r.ids if i not in stop]),
-        lambda params, ids: generate(s.model_config, params, ids,
+        lambda params, ids: generate(s.model_config, s.model_params(params), ids,
                                      max_new_tokens=config.eval.sample_tokens, stop_ids=stop),
         writer, os.path.join(workdir, "samples.jsonl"), resume_step)
 
@@ -154,7 +157,8 @@ def benchmark_hook(config, s: Setup, writer, results: dict):
     log.info("eval.benchmarks: %s (BOS %s, window %d)", ", ".join(t.name for t in tasks),
              "added" if bos else "not added", window)
     return hooks.Benchmarks(
-        lambda params: evaluate(s.model_config, params, s.tokenizer, tasks, groups,
+        lambda params: evaluate(s.model_config, s.model_params(params), s.tokenizer, tasks,
+                                groups,
                                 add_bos=bos, max_length=window, limit=b.limit or None,
                                 progress=False),
         writer, results)

@@ -77,13 +77,15 @@ def frozen_copy(model_config, start_params, chunk_size: int) -> FrozenReference:
 
 def build_reference(config, unit, mesh, model_config, start_params, *, passes=None,
                     workdir: str = "", fingerprint=dict, to_global=None,
-                    sharding=None):
+                    sharding=None, share: bool = False):
     """The reference ``config`` asks for as ``{"train": ref, "eval": ref}`` (the same
     model for both, or one precomputed table per pass), or None when the objective
     needs none.
 
     ``passes``: ``{"train" | "eval": () -> batches}`` (one-pass pipelines) for precomputed
     tables, written to ``workdir`` with ``fingerprint()`` (what made them).
+    ``share``: ``start_params`` are never updated (LoRA's frozen base, the reference of a
+    LoRA run): used as they are, with no copy, where already in the compute dtype.
     """
     o = config.objective
     if not unit.needs_reference(o):
@@ -113,6 +115,9 @@ def build_reference(config, unit, mesh, model_config, start_params, *, passes=No
         frozen = FrozenReference(ref.config, ref.params, chunk)
         if kind == "model":
             return {"train": frozen, "eval": frozen}
+    elif share and all(x.dtype == jax.numpy.dtype(model_config.dtype)
+                       for x in jax.tree.leaves(start_params)):
+        frozen = FrozenReference(model_config, start_params, chunk)
     else:
         frozen = frozen_copy(model_config, start_params, chunk)
     if kind == "frozen":

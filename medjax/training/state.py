@@ -15,6 +15,7 @@ import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from .. import models, objectives
+from ..models import lora as lora_lib
 from ..data.templates import get_template
 from ..data.tokenizer import get_tokenizer
 from ..parallel import logical_to_spec, make_mesh
@@ -57,21 +58,37 @@ def abstract_train_state(config, model_config, mesh: Mesh) -> tuple[dict, dict]:
 
 def make_step_fn(config, model_config, mesh: Mesh, state_sharding: dict,
                  loss_fn: Callable | None = None,
-                 tx: optax.GradientTransformation | None = None) -> Callable:
+                 tx: optax.GradientTransformation | None = None,
+                 frozen_sharding=None) -> Callable:
     """``train_step`` for ``config`` (its objective, optimizer, schedule, seed and
     ``optimizer.grad_accum``), jitted with in/out shardings and the state donated.
-    ``setup`` and ``benchmarks/memory_plan.py`` compile this same function."""
+    ``setup`` and ``benchmarks/memory_plan.py`` compile this same function.
+
+    With LoRA (``model_config.lora``) the state's params are the trainable tree and the
+    function is ``step(state, batch, frozen)``: the frozen base is an argument, neither
+    differentiated nor donated."""
     if loss_fn is None:
         loss_fn = objectives.get(config.objective.name).make_loss(config.objective,
                                                                   model_config)
-    return jax.jit(
-        functools.partial(train_step, loss_fn=loss_fn,
-                          tx=tx or make_optimizer(config.optimizer, config.steps),
-                          schedule=make_schedule(config.optimizer, config.steps),
-                          base_rng=jax.random.key(config.seed + 1),
-                          grad_accum=config.optimizer.grad_accum),
-        in_shardings=(state_sharding, batch_sharding_for(mesh)),
-        out_shardings=(state_sharding, None), donate_argnums=0)
+    step = functools.partial(train_step, loss_fn=loss_fn,
+                             tx=tx or make_optimizer(config.optimizer, config.steps),
+                             schedule=make_schedule(config.optimizer, config.steps),
+                             base_rng=jax.random.key(config.seed + 1),
+                             grad_accum=config.optimizer.grad_accum)
+    if model_config.lora is None:
+        return jax.jit(step, in_shardings=(state_sharding, batch_sharding_for(mesh)),
+                       out_shardings=(state_sharding, None), donate_argnums=0)
+    dropout = model_config.lora.dropout > 0
+
+    def lora_step(state, batch, frozen):
+        def lf(trainable, b, rng):  # adapter dropout keyed by the step's rng
+            drop = jax.random.fold_in(rng, 0x10AA) if dropout else None
+            return loss_fn(lora_lib.attach(frozen, trainable, drop), b, rng)
+        return step(state, batch, loss_fn=lf)
+
+    return jax.jit(lora_step,
+                   in_shardings=(state_sharding, batch_sharding_for(mesh), frozen_sharding),
+                   out_shardings=(state_sharding, None), donate_argnums=0)
 
 
 @dataclasses.dataclass
@@ -88,10 +105,16 @@ class Setup:
     tokenizer: object = None  # None when setup() was given a vocabulary size instead
     tokenizer_spec: str = ""  # the tokenizer's name or directory
     template: object = None  # None for objectives without a chat template
+    frozen: dict | None = None  # LoRA: the frozen base (state["params"] are the adapters)
 
     @property
     def model_config(self) -> models.ModelConfig:
         return self.model.config
+
+    def model_params(self, params: dict) -> dict:
+        """The parameters the decoder runs for the state's ``params`` (with LoRA, the
+        adapters laid over the frozen base)."""
+        return params if self.frozen is None else lora_lib.attach(self.frozen, params)
 
 
 def build_mesh(config) -> Mesh:
@@ -113,7 +136,12 @@ def starting_model(config, unit, mesh: Mesh) -> models.Model:
     m = config.model
     overrides = dict(param_dtype=m.param_dtype, dtype=m.dtype, remat_policy=m.remat_policy,
                      scan_layers=m.scan_layers, attention=m.attention)
-    if m.init_from:
+    if m.init_from and models.source_kind(m.init_from) == "peft":  # its base (lora_start
+        from ..models.load import peft_base                          # adds the adapters)
+        lora = m.get("lora")
+        model = models.load(peft_base(m.init_from, lora.get("base", "") if lora else ""),
+                            mesh=mesh, **overrides)
+    elif m.init_from:
         model = models.load(m.init_from, mesh=mesh, **overrides)
     else:
         cfg = models.get_preset(m.preset, **overrides)
@@ -134,6 +162,36 @@ def starting_model(config, unit, mesh: Mesh) -> models.Model:
             out_shardings={"kernel": head_sharding})(jax.random.key(config.seed + 2))
         model = dataclasses.replace(model, params=params, head=unit.head)
     return model
+
+
+def lora_start(config, model: models.Model, mesh: Mesh) -> tuple[models.Model, dict | None]:
+    """(model, trainable) of a LoRA run: the model's config carries the LoRA settings and
+    its params are the frozen base; the trainable tree holds the adapters (new ones, or a
+    PEFT directory's in ``model.init_from``) and any new head. (model, None) without LoRA."""
+    m = config.model
+    wanted = lora_lib.from_settings(m.get("lora"))
+    peft = bool(m.init_from) and models.source_kind(m.init_from) == "peft"
+    if wanted is None and not peft:
+        return model, None
+    if peft:
+        spec, _ = lora_lib.read_peft_config(m.init_from)
+        if wanted is not None and (wanted.rank, wanted.targets) != (spec.rank, spec.targets):
+            raise ValueError(f"model.lora (rank {wanted.rank}, targets "
+                             f"{','.join(wanted.targets)}) differs from the adapter in "
+                             f"model.init_from={m.init_from!r} (r {spec.rank}, targets "
+                             f"{','.join(spec.targets)}): set model.lora.rank=0 to continue it "
+                             "as it is")
+        spec = dataclasses.replace(spec, dropout=wanted.dropout) if wanted else spec
+        config_l = model.config.replace(lora=spec)
+        adapters = lora_lib.load_peft(m.init_from, config_l, mesh)
+    else:
+        config_l = model.config.replace(lora=wanted)
+        adapters = lora_lib.init_adapters(config_l, jax.random.key(config.seed + 3), mesh)
+    base = dict(model.params)
+    trainable = {"layers": adapters["layers"]}
+    if "reward_head" in base:  # a reward model's head trains with the adapters
+        trainable["reward_head"] = base.pop("reward_head")
+    return dataclasses.replace(model, config=config_l, params=base), trainable
 
 
 def data_tools(config) -> tuple[str, object, object]:
@@ -176,6 +234,7 @@ def setup(config, vocab_size: int | None = None) -> Setup:
     mesh = build_mesh(config)
     with jax.set_mesh(mesh):
         model = starting_model(config, unit, mesh)
+        model, trainable = lora_start(config, model, mesh)
     spec, tokenizer, template = config.data.tokenizer, None, None
     if vocab_size is None:
         spec, tokenizer, template = data_tools(config)
@@ -187,15 +246,29 @@ def setup(config, vocab_size: int | None = None) -> Setup:
     # Optimizer moments follow their parameters' shardings (jit(tx.init) alone would
     # replicate them: zeros carry no sharding); scalars are replicated.
     replicated = NamedSharding(mesh, P())
-    params = model.params
+    frozen = None if trainable is None else model.params
+    params = model.params if trainable is None else trainable
     params_sharding = jax.tree.map(
         lambda x: x.sharding if isinstance(x.sharding, NamedSharding) else replicated, params)
     state_sharding = state_shardings(mesh, tx, params_sharding, jax.eval_shape(tx.init, params))
     state = {"step": jnp.zeros((), jnp.int32), "params": params,
              "opt_state": jax.jit(tx.init, out_shardings=state_sharding["opt_state"])(params)}
     state = jax.device_put(state, state_sharding)
-    step_fn = make_step_fn(config, model.config, mesh, state_sharding, loss_fn, tx)
     eval_fn = jax.jit(functools.partial(eval_step, loss_fn=loss_fn))
+    if frozen is None:
+        step_fn = make_step_fn(config, model.config, mesh, state_sharding, loss_fn, tx)
+    else:  # the frozen base is an argument of every step, bound here
+        frozen_sharding = jax.tree.map(lambda x: x.sharding, frozen)
+        lora_step = make_step_fn(config, model.config, mesh, state_sharding, loss_fn, tx,
+                                 frozen_sharding=frozen_sharding)
+        lora_eval = jax.jit(lambda p, b, f: eval_step(lora_lib.attach(f, p), b,
+                                                      loss_fn=loss_fn))
+        step_fn = functools.partial(_bind_frozen, lora_step, frozen)
+        eval_fn = functools.partial(_bind_frozen, lora_eval, frozen)
     model = dataclasses.replace(model, params=None)  # they are the state's (donated) now
     return Setup(mesh, unit, model, state, state_sharding, batch_sharding_for(mesh), loss_fn,
-                 step_fn, eval_fn, tokenizer, spec, template)
+                 step_fn, eval_fn, tokenizer, spec, template, frozen)
+
+
+def _bind_frozen(fn, frozen, state_or_params, batch):
+    return fn(state_or_params, batch, frozen)
