@@ -120,3 +120,38 @@ def tiny_llama3_dir(path) -> str:
     tok.chat_template = LLAMA3_JINJA
     tok.save_pretrained(path)
     return str(path)
+
+
+def readme_block(heading: str) -> str:
+    """The first ```bash block of the README section ``## heading``."""
+    import re
+    text = open(os.path.join(ROOT, "README.md"), encoding="utf-8").read()
+    section = text.split(f"## {heading}", 1)[1].split("\n## ", 1)[0]
+    return re.search(r"```bash\n(.*?)```", section, re.S).group(1)
+
+
+def run_readme_block(block: str, work, model: str):
+    """Runs a README bash block as written (``MODEL=`` set to ``model``) in ``work``, a
+    directory laid out like a fresh clone (configs/, medjax/, .venv/); returns the
+    completed process after asserting it succeeded without a traceback."""
+    import re
+    import subprocess
+    import sys
+    block = re.sub(r"^MODEL=\S+", f"MODEL={model}", block, count=1, flags=re.M)
+    work.mkdir()
+    for name in ("configs", "medjax"):
+        os.symlink(os.path.join(ROOT, name), work / name)
+    venv = os.path.join(ROOT, ".venv")
+    if os.path.exists(os.path.join(venv, "bin", "activate")):
+        os.symlink(venv, work / ".venv")
+    else:  # tests run by another interpreter: "activate" puts that one first
+        (work / ".venv" / "bin").mkdir(parents=True)
+        (work / ".venv" / "bin" / "activate").write_text(
+            f'export PATH="{os.path.dirname(sys.executable)}:$PATH"\n')
+    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+    env.update(JAX_PLATFORMS="cpu", HF_HUB_OFFLINE="1", PYTHONUNBUFFERED="1")
+    r = subprocess.run(["bash", "-euo", "pipefail", "-c", block], cwd=work, env=env,
+                       capture_output=True, text=True, timeout=1500)
+    assert r.returncode == 0, (r.stdout[-3000:], r.stderr[-5000:])
+    assert "Traceback" not in r.stderr
+    return r

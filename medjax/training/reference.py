@@ -85,7 +85,7 @@ def build_reference(config, unit, mesh, model_config, start_params, *, passes=No
     ``passes``: ``{"train" | "eval": () -> batches}`` (one-pass pipelines) for precomputed
     tables, written to ``workdir`` with ``fingerprint()`` (what made them).
     ``share``: ``start_params`` are never updated (LoRA's frozen base, the reference of a
-    LoRA run): used as they are, with no copy, where already in the compute dtype.
+    LoRA run): used as they are, in their stored dtype, with no copy.
     """
     o = config.objective
     if not unit.needs_reference(o):
@@ -115,8 +115,7 @@ def build_reference(config, unit, mesh, model_config, start_params, *, passes=No
         frozen = FrozenReference(ref.config, ref.params, chunk)
         if kind == "model":
             return {"train": frozen, "eval": frozen}
-    elif share and all(x.dtype == jax.numpy.dtype(model_config.dtype)
-                       for x in jax.tree.leaves(start_params)):
+    elif share:  # computed as the policy computes its base: weights cast per use
         frozen = FrozenReference(model_config, start_params, chunk)
     else:
         frozen = frozen_copy(model_config, start_params, chunk)

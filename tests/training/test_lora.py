@@ -13,7 +13,7 @@ import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
 import pytest
-from conftest import ROOT, load_config, tiny_llama3_dir
+from conftest import ROOT, load_config, readme_block, run_readme_block, tiny_llama3_dir
 
 from medjax import models
 from medjax.models import lora as lora_lib
@@ -140,27 +140,28 @@ def _cli(module, *args):
     return r
 
 
-def test_hf_base_lora_run_exports_an_adapter_peft_loads(tmp_path):
-    """The newcomer's path: a Hugging Face base, an SFT run with LoRA from the command line,
-    --to=peft, then PEFT puts the adapter on the same base and gets medjax's logits; medjax
-    reads the adapter directory back (merged) and continues training it."""
+def test_readme_lora_block_runs_and_peft_gets_medjax_logits(tmp_path):
+    """The README's LoRA block as written (steps cut to 3 and 2): a Hugging Face base, SFT
+    with LoRA, --to=peft and --to=hf, PEFT loading the adapter onto the base, generation from
+    the adapter directory, DPO with new adapters. Then PEFT's logits equal medjax's, medjax
+    reads the adapter directory back (merged), and model.init_from=ADAPTER_DIR continues it."""
     import torch
     import transformers
     peft = pytest.importorskip("peft")
-    hf = tiny_llama3_dir(tmp_path / "base")
-    wd, adir = tmp_path / "run", tmp_path / "adapter"
-    flags = ["--config=configs/sft.py", f"--workdir={wd}", f"--config.model.init_from={hf}",
-             "--config.model.vocab_size=0", "--config.steps=3", "--config.batch_size=4",
-             "--config.seq_len=64", "--config.logging.progress=False",
-             "--config.eval.every=0", "--config.optimizer.warmup_steps=0",
-             "--config.optimizer.lr=0.02", "--config.model.lora.rank=4",
-             "--config.model.lora.targets=q,k,v,o,gate,up,down"]
-    r = _cli("medjax.train", *flags)
-    assert r.returncode == 0, r.stderr[-3000:]
-    r = _cli("medjax.convert", "--to=peft", f"--src={wd}", f"--dst={adir}")
-    assert r.returncode == 0, r.stderr[-3000:]
+    block = readme_block("LoRA (low-rank adapters)")
+    assert "--config.steps=20" in block and "--config.steps=10" in block
+    block = block.replace("--config.steps=20", "--config.steps=3").replace(
+        "--config.steps=10", "--config.steps=2")
+    hf = tiny_llama3_dir(tmp_path / "Meta-Llama-3-8B-Instruct")
+    work = tmp_path / "clone"
+    run_readme_block(block, work, hf)
+    runs = work / "runs"
+    wd, adir = runs / "sft-lora", runs / "sft-lora-adapter"
     cfg = json.load(open(adir / "adapter_config.json"))
-    assert cfg["base_model_name_or_path"] == os.path.abspath(hf) and cfg["r"] == 4
+    assert cfg["base_model_name_or_path"] == os.path.abspath(hf) and cfg["r"] == 16
+    assert {"config.json", "model.safetensors"} <= set(os.listdir(runs / "sft-lora-merged"))
+    dpo = [json.loads(x) for x in open(runs / "dpo-lora" / "metrics.jsonl")]
+    assert dpo[-1]["step"] == 2 and any("rewards/margins" in m for m in dpo)
 
     ids = np.random.RandomState(1).randint(0, 128000, (2, 12))
     ours = models.load(wd)
@@ -182,7 +183,7 @@ def test_hf_base_lora_run_exports_an_adapter_peft_loads(tmp_path):
                                   "steps": 1, "batch_size": 8, "seq_len": 64,
                                   "logging.progress": False, "eval.every": 0})
     s = setup(again)
-    assert s.model_config.lora.rank == 4 and s.frozen is not None
+    assert s.model_config.lora.rank == 16 and s.frozen is not None
     cont = np.asarray(models.forward(s.model_config, s.model_params(s.state["params"]),
                                      jnp.asarray(ids)))
     np.testing.assert_allclose(cont, logits, atol=1e-5)
