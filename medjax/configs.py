@@ -43,7 +43,7 @@ def base(objective: str) -> ml_collections.ConfigDict:
     c.model.lora.rank = 0  # r (e.g. 16); 0: no adapters, every weight trains
     c.model.lora.alpha = 16.0  # the update is scaled by alpha / rank (alpha / sqrt(rank): rslora)
     c.model.lora.dropout = 0.0  # on each adapter's input, in training
-    c.model.lora.rslora = False
+    c.model.lora.rslora = False  # rank-stabilised scale alpha / sqrt(rank) (PEFT use_rslora)
     # q, k, v, o, gate, up, down (comma-separated), all, or a pattern over parameter paths
     # such as 'attn/(q|v)_proj'
     c.model.lora.targets = "all"

@@ -303,7 +303,10 @@ def _load_lora_workdir(path: str, about: dict, mesh: Mesh | None, **overrides):
     base = lora_base(about, mesh, **overrides)
     trainable, step = lora_trainable(path, about, mesh)
     config = base.config.replace(lora=about["lora"])
-    return base.config, merge(config, base.params, trainable), step
+    params = base.params
+    if "reward_head" in trainable:  # a reward run replaced its base's LM head
+        params = {k: v for k, v in params.items() if k != "lm_head"}
+    return base.config, merge(config, params, trainable), step
 
 
 def identity_digest(identity: dict) -> str:

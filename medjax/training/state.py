@@ -1,6 +1,6 @@
 """Set-up of a run: mesh, the starting model, the tokenizer, the sharded train state and the
-jitted steps (``setup``), and the same state abstractly (``abstract_train_state``, used
-by ``benchmarks/memory_plan.py``)."""
+jitted steps (``setup``), and the same state abstractly (``abstract_train_state`` and, for
+LoRA, ``abstract_frozen_base``, used by ``benchmarks/memory_plan.py``)."""
 
 from __future__ import annotations
 
@@ -43,10 +43,23 @@ def state_shardings(mesh: Mesh, tx: optax.GradientTransformation, params_shardin
 def abstract_train_state(config, model_config, mesh: Mesh) -> tuple[dict, dict]:
     """(state, state_sharding) for a preset architecture without allocating anything:
     ``jax.ShapeDtypeStruct`` leaves that carry their shardings, laid out as ``setup``
-    lays out the real state (the objective's head)."""
+    lays out the real state (the objective's head).
+
+    With LoRA (``model_config.lora``, or ``model.lora.rank`` > 0 in ``config``) the state's
+    params are the trainable tree, as ``lora_start`` makes it: the adapters (float32) and
+    a reward run's new head; the frozen base is ``abstract_frozen_base``."""
     head = objectives.get(config.objective.name).head
-    params = models.abstract_params(model_config, head)
-    params_sharding = models.param_shardings(model_config, mesh, head)
+    lora = _lora_of(config, model_config)
+    if lora is None:
+        params = models.abstract_params(model_config, head)
+        params_sharding = models.param_shardings(model_config, mesh, head)
+    else:
+        config_l = model_config.replace(lora=lora)
+        params = {"layers": lora_lib.abstract_adapters(config_l)["layers"]}
+        params_sharding = {"layers": lora_lib.adapter_shardings(config_l, mesh)["layers"]}
+        _, _, extra, extra_sharding = _split_base(config, model_config, mesh)
+        params.update(extra)
+        params_sharding.update(extra_sharding)
     tx = make_optimizer(config.optimizer, config.steps)
     shape = {"step": jax.ShapeDtypeStruct((), jnp.int32), "params": params,
              "opt_state": jax.eval_shape(tx.init, params)}
@@ -54,6 +67,35 @@ def abstract_train_state(config, model_config, mesh: Mesh) -> tuple[dict, dict]:
     state = jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
                          shape, sharding)
     return state, sharding
+
+
+def abstract_frozen_base(config, model_config, mesh: Mesh) -> tuple[dict, dict]:
+    """(base, base_sharding) of a LoRA run without allocating anything: the frozen base
+    parameters (``model.param_dtype``, e.g. bf16) that ``setup`` binds to every step, as
+    ShapeDtypeStructs carrying their shardings; a reward run's new head is not in it (it
+    trains, ``abstract_train_state``)."""
+    base, base_sharding, _, _ = _split_base(config, model_config, mesh)
+    return base, base_sharding
+
+
+def _lora_of(config, model_config):
+    return model_config.lora or lora_lib.from_settings(config.model.get("lora"))
+
+
+def _split_base(config, model_config, mesh):
+    """(base, base_sharding, trainable extras, their shardings) as ``lora_start`` splits
+    the starting model: the reward head moves to the trainable tree."""
+    head = objectives.get(config.objective.name).head
+    base_cfg = model_config.replace(lora=None)
+    sharding = models.param_shardings(base_cfg, mesh, head)
+    base = jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
+                        models.abstract_params(base_cfg, head), sharding)
+    base, sharding = dict(base), dict(sharding)
+    extra, extra_sharding = {}, {}
+    if "reward_head" in base:
+        extra["reward_head"] = base.pop("reward_head")
+        extra_sharding["reward_head"] = sharding.pop("reward_head")
+    return base, sharding, extra, extra_sharding
 
 
 def make_step_fn(config, model_config, mesh: Mesh, state_sharding: dict,
@@ -189,8 +231,9 @@ def lora_start(config, model: models.Model, mesh: Mesh) -> tuple[models.Model, d
         adapters = lora_lib.init_adapters(config_l, jax.random.key(config.seed + 3), mesh)
     base = dict(model.params)
     trainable = {"layers": adapters["layers"]}
-    if "reward_head" in base:  # a reward model's head trains with the adapters
-        trainable["reward_head"] = base.pop("reward_head")
+    if "reward_head" in base:  # a reward model's head trains with the adapters, in f32
+        trainable["reward_head"] = jax.tree.map(lambda x: x.astype(jnp.float32),
+                                                base.pop("reward_head"))
     return dataclasses.replace(model, config=config_l, params=base), trainable
 
 

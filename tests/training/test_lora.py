@@ -108,6 +108,26 @@ def test_lora_dpo_reference_is_the_base_shared_not_copied(tmp_path):
     assert np.abs(np.asarray(policy) - np.asarray(got)).max() > 1e-3
 
 
+def test_lora_reward_model_trains_its_head_and_loads_merged(tmp_path):
+    from medjax.objectives.reward import rewards
+    config = load_config("reward", **{"steps": 2, "batch_size": 8, "seq_len": 64,
+                                      "logging.progress": False, "eval.every": 0,
+                                      "optimizer.warmup_steps": 0.0, **LORA})
+    s = setup(config)
+    assert set(s.state["params"]) == {"layers", "reward_head"} and "lm_head" not in s.frozen
+    head0 = _host(s.state["params"]["reward_head"])
+    run(config, str(tmp_path / "rm"))
+    with ocp.StandardCheckpointer() as c:
+        trained = c.restore(str(tmp_path / "rm" / "checkpoints" / "2" / "state"))["params"]
+    assert not np.array_equal(np.asarray(trained["reward_head"]["kernel"]), head0["kernel"])
+    merged = models.load(tmp_path / "rm")
+    assert merged.head == "reward" and "lm_head" not in merged.params
+    batch = jax.device_get(_batch(s, config))
+    expect = rewards(s.model_config, s.model_params(jax.device_put(trained)), batch)
+    got = rewards(merged.config, merged.params, batch)
+    np.testing.assert_allclose(np.asarray(got), np.asarray(expect), rtol=1e-5, atol=1e-5)
+
+
 def _metrics(workdir):
     return [json.loads(x) for x in open(os.path.join(workdir, "metrics.jsonl"))]
 
