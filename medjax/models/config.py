@@ -22,10 +22,12 @@ ATTENTION_BACKENDS = ("xla", "cudnn")
 REMAT_POLICIES = ("none", "full", "dots", "dots_no_batch")
 DTYPES = ("float32", "bfloat16", "float16")
 # model_type -> architecture class name written to config.json
-FAMILIES = {"llama": "LlamaForCausalLM", "mistral": "MistralForCausalLM"}
+FAMILIES = {"llama": "LlamaForCausalLM", "mistral": "MistralForCausalLM",
+            "mixtral": "MixtralForCausalLM"}
 # model_type -> architecture of a reward model: a sequence classifier with one label
 REWARD_FAMILIES = {"llama": "LlamaForSequenceClassification",
-                   "mistral": "MistralForSequenceClassification"}
+                   "mistral": "MistralForSequenceClassification",
+                   "mixtral": "MixtralForSequenceClassification"}
 
 
 class ConfigError(ValueError):
@@ -82,10 +84,16 @@ class ModelConfig:
     sliding_window: int | None = None
     tie_embeddings: bool = False
     max_position_embeddings: int = 8192
-    family: str = "llama"  # Hugging Face model_type: "llama" or "mistral"
+    family: str = "llama"  # Hugging Face model_type: "llama", "mistral" or "mixtral"
     bos_token_id: int | None = None
     eos_token_id: tuple[int, ...] = ()
+    # Mixture of experts (Mixtral): 0 experts = a dense MLP in every layer.
+    num_experts: int = 0
+    experts_per_token: int = 2
+    router_aux_loss_coef: float = 0.0  # the load-balancing loss's weight (HF config.json's)
+    router_jitter: float = 0.0  # multiplicative noise on the MoE input in training
     # Numerics and execution.
+    moe_impl: str = "grouped"  # grouped (sorted tokens, ragged_dot) | dense (one-hot, tests)
     param_dtype: str = "float32"
     dtype: str = "float32"  # compute dtype of activations and matmuls
     attention: str = "xla"  # "xla" (any platform) or "cudnn" (GPU)
@@ -116,6 +124,21 @@ class ModelConfig:
             bad("remat_policy", f"{self.remat_policy!r} is not one of {REMAT_POLICIES}")
         if self.family not in FAMILIES:
             bad("family", f"{self.family!r} is not one of {tuple(FAMILIES)}")
+        if not isinstance(self.num_experts, (int, np.integer)) or self.num_experts < 0:
+            bad("num_experts", f"must be a non-negative integer, got {self.num_experts!r}")
+        if (self.family == "mixtral") != (self.num_experts > 0):
+            bad("num_experts", f"{self.num_experts} with family {self.family!r}: Mixtral has "
+                "experts (num_experts > 0), Llama and Mistral have none")
+        if self.num_experts and not 1 <= self.experts_per_token <= self.num_experts:
+            bad("experts_per_token", f"{self.experts_per_token} is not in 1..num_experts="
+                f"{self.num_experts}")
+        if not 0.0 <= self.router_jitter < 1.0:
+            bad("router_jitter", f"{self.router_jitter} is not in [0, 1)")
+        if self.router_aux_loss_coef < 0:
+            bad("router_aux_loss_coef", f"{self.router_aux_loss_coef} is negative")
+        from .moe import MOE_IMPLS
+        if self.moe_impl not in MOE_IMPLS:
+            bad("moe_impl", f"{self.moe_impl!r} is not one of {MOE_IMPLS}")
         if self.sliding_window is not None and self.sliding_window <= 0:
             bad("sliding_window", f"must be positive or None, got {self.sliding_window}")
         if self.head_dim % 2:
@@ -137,7 +160,9 @@ class ModelConfig:
     def num_params(self) -> int:
         d, f, v, l = self.hidden_size, self.intermediate_size, self.vocab_size, self.num_layers
         n, k, h = self.num_heads, self.num_kv_heads, self.head_dim
-        per_layer = d * h * (2 * n + 2 * k) + 3 * d * f + 2 * d
+        mlp = 3 * d * f * self.num_experts + d * self.num_experts if self.num_experts \
+            else 3 * d * f
+        per_layer = d * h * (2 * n + 2 * k) + mlp + 2 * d
         return v * d * (1 if self.tie_embeddings else 2) + l * per_layer + d
 
     def to_dict(self) -> dict[str, Any]:
@@ -199,8 +224,19 @@ class ModelConfig:
             if hf.get(field):
                 bad(field, "biases in projections are not supported")
         for field in ("num_local_experts", "num_experts"):
-            if hf.get(field):
-                bad(field, "mixture-of-experts layers are not supported yet")
+            if hf.get(field) and model_type != "mixtral":
+                bad(field, f"mixture-of-experts layers in a {model_type!r} model (medjax reads "
+                    "them as model_type 'mixtral')")
+        moe = {}
+        if model_type == "mixtral":
+            experts, per_token = hf.get("num_local_experts"), hf.get("num_experts_per_tok", 2)
+            if not isinstance(experts, int) or experts < 1:
+                bad("num_local_experts", f"missing or not a positive integer: {experts!r}")
+            if not isinstance(per_token, int) or not 1 <= per_token <= experts:
+                bad("num_experts_per_tok", f"{per_token!r} is not in 1..{experts}")
+            moe = dict(num_experts=experts, experts_per_token=per_token,
+                       router_aux_loss_coef=float(hf.get("router_aux_loss_coef", 0.001)),
+                       router_jitter=float(hf.get("router_jitter_noise", 0.0) or 0.0))
         if hf.get("layer_types") and len(set(hf["layer_types"])) > 1:
             bad("layer_types", f"mixed layer types {sorted(set(hf['layer_types']))} are not supported")
         for field in ("attention_dropout",):
@@ -265,6 +301,7 @@ class ModelConfig:
             max_position_embeddings=int(hf.get("max_position_embeddings", 2048)),
             bos_token_id=hf.get("bos_token_id"),
             eos_token_id=eos,
+            **moe,
         )
         kw.update(overrides)
         try:
@@ -306,4 +343,9 @@ class ModelConfig:
             out.update(attention_bias=False, mlp_bias=False)
         else:
             out["sliding_window"] = self.sliding_window
+        if self.family == "mixtral":
+            out.update(num_local_experts=self.num_experts,
+                       num_experts_per_tok=self.experts_per_token,
+                       router_aux_loss_coef=self.router_aux_loss_coef,
+                       router_jitter_noise=self.router_jitter, output_router_logits=False)
         return out

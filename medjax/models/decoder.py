@@ -37,6 +37,7 @@ from jax.sharding import Mesh, SingleDeviceSharding
 
 from ..parallel.sharding import constrain, logical_to_sharding
 from .config import ModelConfig
+from . import moe as moe_lib
 from .lora import add_delta, adapter_delta
 
 Params = dict[str, Any]
@@ -243,6 +244,32 @@ class MLP(nn.Module):
                          lora("down_proj", h_btf, index=6))
 
 
+class MoE(nn.Module):
+    """Mixtral's sparse MoE block in place of the MLP (see ``medjax.models.moe``). Returns
+    the output and this layer's load-balancing sums (over real tokens)."""
+    config: ModelConfig
+
+    @nn.compact
+    def __call__(self, x_btd, segment_ids=None, jitter_rng=None):
+        c = self.config
+        d, f, e = c.hidden_size, c.intermediate_size, c.num_experts
+        param = functools.partial(_weight, self, cast=False)
+        router_de = param("router", (d, e), ("embed", None))
+        gate_edf = param("gate_proj", (e, d, f), ("experts", "embed", "mlp"))
+        up_edf = param("up_proj", (e, d, f), ("experts", "embed", "mlp"))
+        down_efd = param("down_proj", (e, f, d), ("experts", "mlp", "embed"))
+        if jitter_rng is not None and c.router_jitter > 0:  # training only, as transformers
+            noise = jax.random.uniform(jitter_rng, x_btd.shape, jnp.float32,
+                                       1.0 - c.router_jitter, 1.0 + c.router_jitter)
+            x_btd = (x_btd.astype(jnp.float32) * noise).astype(x_btd.dtype)
+        logits = jnp.einsum("btd,de->bte", x_btd, router_de.astype(x_btd.dtype))
+        ids, weights, probs = moe_lib.route(c, logits)
+        run = moe_lib.experts_grouped if c.moe_impl == "grouped" else moe_lib.experts_dense
+        y = run(c, x_btd, ids, weights, gate_edf, up_edf, down_efd)
+        return constrain(y, ("batch", "length", "embed")), moe_lib.stats(c, probs, ids,
+                                                                         segment_ids)
+
+
 class DecoderLayer(nn.Module):
     config: ModelConfig
 
@@ -259,7 +286,14 @@ class DecoderLayer(nn.Module):
             attn, cache = attn
         x_btd = x_btd + attn
         h = RMSNorm(c.rms_norm_eps, dt, pdt, name="mlp_norm")(x_btd)
-        x_btd = x_btd + MLP(c, name="mlp")(h, lora_rng=rng)
+        if c.num_experts:  # the layer's routing sums: forward_hidden(moe_stats=True) reads them
+            jitter = self.get_variable("params", "moe_rng") if self.has_variable(
+                "params", "moe_rng") else None
+            y, stats = MoE(c, name="moe")(h, segment_ids, jitter)
+            self.sow("intermediates", "moe_stats", stats)
+            x_btd = x_btd + y
+        else:
+            x_btd = x_btd + MLP(c, name="mlp")(h, lora_rng=rng)
         x_btd = constrain(x_btd, ("batch", "length", "embed"))
         return x_btd if cache is None else (x_btd, cache)
 
@@ -391,8 +425,12 @@ def init_params(config: ModelConfig, rng: jax.Array, *, mesh: Mesh | None = None
 def forward_hidden(config: ModelConfig, params: Params, input_ids: jax.Array, *,
                    segment_ids: jax.Array | None = None,
                    positions: jax.Array | None = None,
-                   neftune: tuple[float, jax.Array] | None = None) -> jax.Array:
+                   neftune: tuple[float, jax.Array] | None = None,
+                   moe_stats: bool = False):
     """Final-norm hidden states [batch, length, hidden] in the compute dtype.
+
+    ``moe_stats`` (a mixture-of-experts model): returns (hidden, the layers' routing sums
+    stacked ``[layers, ...]``) for ``moe.aux_loss``.
 
     ``neftune=(alpha, rng)`` adds NEFTune noise to the input embeddings (for
     training only): uniform in ``±alpha / sqrt(L * hidden)`` with ``L`` each
@@ -417,17 +455,26 @@ def forward_hidden(config: ModelConfig, params: Params, input_ids: jax.Array, *,
     layer = DecoderLayer(config)
 
     def body(x_btd, layer_params):
-        return layer.apply({"params": layer_params}, x_btd, cos, sin, segment_ids), None
+        if not config.num_experts:
+            return layer.apply({"params": layer_params}, x_btd, cos, sin, segment_ids), None
+        x_btd, inter = layer.apply({"params": layer_params}, x_btd, cos, sin, segment_ids,
+                                   mutable=["intermediates"])
+        return x_btd, inter["intermediates"]["moe_stats"][0]
 
     if config.remat_policy != "none":
         body = jax.checkpoint(body, policy=_REMAT[config.remat_policy],
                               prevent_cse=not config.scan_layers)
     if config.scan_layers:
-        x, _ = jax.lax.scan(body, x, params["layers"])
+        x, stats = jax.lax.scan(body, x, params["layers"])
     else:
+        per_layer = []
         for i in range(config.num_layers):
-            x, _ = body(x, jax.tree.map(lambda p: p[i], params["layers"]))
-    return FinalNorm(config).apply({"params": {"final_norm": params["final_norm"]}}, x)
+            x, st = body(x, jax.tree.map(lambda p: p[i], params["layers"]))
+            per_layer.append(st)
+        stats = jax.tree.map(lambda *a: jnp.stack(a), *per_layer) if config.num_experts \
+            else None
+    h = FinalNorm(config).apply({"params": {"final_norm": params["final_norm"]}}, x)
+    return (h, stats) if moe_stats else h
 
 
 def _neftune(x_btd: jax.Array, segment_ids: jax.Array | None, alpha: float,

@@ -51,12 +51,28 @@ class CheckpointError(ValueError):
 @dataclasses.dataclass(frozen=True)
 class _Map:
     path: tuple[str, ...]  # medjax parameter path
-    hf: str  # Hugging Face tensor name; '{i}' is the layer index
+    hf: str  # Hugging Face tensor name; '{i}' is the layer index, '{j}' the expert's
     kind: str  # same | T | in_heads | out_heads | row
 
     @property
     def layered(self) -> bool:
         return self.path[0] == "layers"
+
+    @property
+    def per_expert(self) -> bool:  # medjax [layers, experts, ...] <- one tensor per (i, j)
+        return "{j}" in self.hf
+
+    def names(self, config: ModelConfig) -> list[tuple[tuple[int, ...], str]]:
+        """(index into the medjax array, HF tensor name) of every tensor."""
+        if not self.layered:
+            return [((), self.hf)]
+        if self.per_expert:
+            return [((i, j), self.hf.format(i=i, j=j)) for i in range(config.num_layers)
+                    for j in range(config.num_experts)]
+        return [((i,), self.hf.format(i=i)) for i in range(config.num_layers)]
+
+    def lead(self) -> int:  # leading medjax dims that index tensors
+        return 0 if not self.layered else 2 if self.per_expert else 1
 
 
 def param_map(config: ModelConfig, head: str = "lm") -> list[_Map]:
@@ -71,10 +87,21 @@ def param_map(config: ModelConfig, head: str = "lm") -> list[_Map]:
         _Map(("layers", "attn", "v_proj"), pre + "self_attn.v_proj.weight", "in_heads"),
         _Map(("layers", "attn", "o_proj"), pre + "self_attn.o_proj.weight", "out_heads"),
         _Map(("layers", "mlp_norm", "scale"), pre + "post_attention_layernorm.weight", "same"),
-        _Map(("layers", "mlp", "gate_proj"), pre + "mlp.gate_proj.weight", "T"),
-        _Map(("layers", "mlp", "up_proj"), pre + "mlp.up_proj.weight", "T"),
-        _Map(("layers", "mlp", "down_proj"), pre + "mlp.down_proj.weight", "T"),
     ]
+    if config.num_experts:  # Mixtral's block_sparse_moe (the names transformers saves)
+        moe = pre + "block_sparse_moe."
+        maps += [
+            _Map(("layers", "moe", "router"), moe + "gate.weight", "T"),
+            _Map(("layers", "moe", "gate_proj"), moe + "experts.{j}.w1.weight", "T"),
+            _Map(("layers", "moe", "up_proj"), moe + "experts.{j}.w3.weight", "T"),
+            _Map(("layers", "moe", "down_proj"), moe + "experts.{j}.w2.weight", "T"),
+        ]
+    else:
+        maps += [
+            _Map(("layers", "mlp", "gate_proj"), pre + "mlp.gate_proj.weight", "T"),
+            _Map(("layers", "mlp", "up_proj"), pre + "mlp.up_proj.weight", "T"),
+            _Map(("layers", "mlp", "down_proj"), pre + "mlp.down_proj.weight", "T"),
+        ]
     maps.append(_Map(("final_norm", "scale"), "model.norm.weight", "same"))
     if head == "reward":
         maps.append(_Map(("reward_head", "kernel"), "score.weight", "row"))
@@ -212,10 +239,8 @@ def load_hf(path: str | os.PathLike, *, dtype: str = "float32", mesh: Mesh | Non
     used = set()
     for m in param_map(config, head):
         shape = _get(abstract, m.path).shape
-        layer_shape = shape[1:] if m.layered else shape
-        want = _hf_shape(m.kind, layer_shape)
-        for i in range(config.num_layers) if m.layered else [None]:
-            name = m.hf.format(i=i)
+        want = _hf_shape(m.kind, shape[m.lead():])
+        for _, name in m.names(config):
             if name not in tensors:
                 where = sorted({t.path for t in tensors.values()})
                 raise CheckpointError(f"{path}: tensor '{name}' is missing (looked in {where})")
@@ -245,9 +270,16 @@ def load_hf(path: str | os.PathLike, *, dtype: str = "float32", mesh: Mesh | Non
                 if not m.layered:
                     return np.asarray(_read_block(tensors[m.hf].get(m.hf), m.kind, index, shape),
                                       dtype=np_dtype)
-                lo, hi = _bounds(index[0], shape[0])
-                blocks = [_read_block(tensors[m.hf.format(i=i)].get(m.hf.format(i=i)), m.kind,
-                                      index[1:], shape[1:]) for i in range(lo, hi)]
+                n = m.lead()
+                ranges = [range(*_bounds(index[a], shape[a])) for a in range(n)]
+
+                def block(*ij):
+                    name = m.hf.format(**dict(zip("ij", ij)))
+                    return _read_block(tensors[name].get(name), m.kind, index[n:], shape[n:])
+                if n == 1:
+                    blocks = [block(i) for i in ranges[0]]
+                else:
+                    blocks = [np.stack([block(i, j) for j in ranges[1]]) for i in ranges[0]]
                 return np.stack(blocks).astype(np_dtype)
             except (OSError, SafetensorsError) as e:
                 raise CheckpointError(f"{path}: reading '{m.hf}': {e}") from e
@@ -340,10 +372,11 @@ def save_hf(config: ModelConfig, params: dict, path: str | os.PathLike, *,
         arr = _get(params, m.path)
         shape = tuple(arr.shape)
         if m.layered:
-            hf_shape = _hf_shape(m.kind, shape[1:])
-            for i in range(config.num_layers):
-                entries.append((m.hf.format(i=i), hf_shape, np_dtype,
-                                lambda arr=arr, i=i, k=m.kind: _to_hf_layout(k, _to_host(arr[i]))))
+            hf_shape = _hf_shape(m.kind, shape[m.lead():])
+            for ix, name in m.names(config):
+                entries.append((name, hf_shape, np_dtype,
+                                lambda arr=arr, ix=ix, k=m.kind: _to_hf_layout(
+                                    k, _to_host(arr[ix]))))
         else:
             entries.append((m.hf, _hf_shape(m.kind, shape), np_dtype,
                             lambda arr=arr, k=m.kind: _to_hf_layout(k, _to_host(arr))))

@@ -26,6 +26,10 @@ _MISTRAL_7B = dict(
     rope_theta=10000.0, max_position_embeddings=32768, sliding_window=4096,
     bos_token_id=1, eos_token_id=(2,),
 )
+# Mixtral-8x7B (Medico-Mistral's base): Mistral's attention without a window, 8 SwiGLU
+# experts per layer, 2 per token.
+_MIXTRAL_8X7B = dict(_MISTRAL_7B, family="mixtral", rope_theta=1e6, sliding_window=None,
+                     num_experts=8, experts_per_token=2, router_aux_loss_coef=0.02)
 _TINY = dict(vocab_size=512, hidden_size=64, intermediate_size=128, num_layers=2,
              num_heads=4, num_kv_heads=2, head_dim=16)
 
@@ -42,6 +46,8 @@ PRESETS: dict[str, dict] = {
                          rope_scaling=RopeScaling(8.0, 1.0, 4.0, 32),
                          max_position_embeddings=256),
     "mistral_tiny": dict(_MISTRAL_7B, **_TINY, sliding_window=16, max_position_embeddings=2048),
+    "mixtral_8x7b": _MIXTRAL_8X7B,
+    "mixtral_tiny": dict(_MIXTRAL_8X7B, **_TINY, num_experts=4, max_position_embeddings=2048),
 }
 
 

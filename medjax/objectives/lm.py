@@ -161,16 +161,24 @@ def token_nll(hidden_btd: jax.Array, kernel_dv: jax.Array, targets_bt: jax.Array
 
 
 def lm_loss(config: ModelConfig, params, batch: dict, rng=None, *, z_loss: float = 0.0,
-            chunk_size: int = 1024, neftune_alpha: float = 0.0):
-    """Mean next-token NLL over trainable targets, plus optional z-loss.
+            chunk_size: int = 1024, neftune_alpha: float = 0.0, router_aux: float = -1.0):
+    """Mean next-token NLL over trainable targets, plus optional z-loss and, for a
+    mixture-of-experts model, the router's load-balancing loss times ``router_aux``
+    (-1: the model's ``router_aux_loss_coef``), as transformers' Mixtral with
+    ``output_router_logits=True``.
 
     Returns ``(loss, metrics)``; ``metrics["weight"]`` is the number of target
     tokens the mean is over (used to combine micro-batches exactly).
     """
-    hidden = forward_hidden(config, params, batch["input_ids"],
-                            segment_ids=batch.get("segment_ids"),
-                            positions=batch.get("positions"),
-                            neftune=(neftune_alpha, rng) if neftune_alpha else None)
+    if config.num_experts and config.router_jitter and rng is not None:  # training noise
+        keys = jax.random.split(jax.random.fold_in(rng, 0x3E), config.num_layers)
+        params = dict(params, layers=dict(params["layers"], moe_rng=keys))
+    out = forward_hidden(config, params, batch["input_ids"],
+                         segment_ids=batch.get("segment_ids"),
+                         positions=batch.get("positions"),
+                         neftune=(neftune_alpha, rng) if neftune_alpha else None,
+                         moe_stats=bool(config.num_experts))
+    hidden, stats = out if config.num_experts else (out, None)
     targets, weights = next_token_targets(batch)
     nll, lse = token_nll(hidden, lm_head_kernel(config, params), targets, chunk_size=chunk_size)
     count = weights.sum()
@@ -182,6 +190,13 @@ def lm_loss(config: ModelConfig, params, batch: dict, rng=None, *, z_loss: float
         z = (jnp.square(lse) * weights).sum() / denom
         loss = loss + z_loss * z
         metrics["z_loss"] = z
+    if stats is not None:
+        from ..models.moe import aux_loss
+        aux, load = aux_loss(config, stats)
+        coef = config.router_aux_loss_coef if router_aux < 0 else router_aux
+        loss = loss + coef * aux
+        metrics["moe/aux_loss"] = aux
+        metrics.update({f"moe/load/{e}": load[e] for e in range(config.num_experts)})
     return loss, metrics
 
 
@@ -190,11 +205,15 @@ def _lm_config(c) -> None:
     c.objective.z_loss = 0.0
     c.objective.neftune_alpha = 0.0  # NEFTune noise on the embeddings (per packed document)
     c.objective.loss_chunk_size = 1024  # positions per chunk of the vocabulary projection
+    # Mixture of experts: the load-balancing loss's weight (-1: the model's
+    # router_aux_loss_coef, as transformers with output_router_logits=True; 0: logged only)
+    c.objective.router_aux_loss_coef = -1.0
 
 
 def _make_lm_loss(o, model_config: ModelConfig):
     return functools.partial(lm_loss, model_config, z_loss=o.z_loss,
-                             neftune_alpha=o.neftune_alpha, chunk_size=o.loss_chunk_size)
+                             neftune_alpha=o.neftune_alpha, chunk_size=o.loss_chunk_size,
+                             router_aux=o.get("router_aux_loss_coef", -1.0))
 
 
 register(Objective(name="pretrain", kind="text", add_config=_lm_config,

@@ -29,6 +29,7 @@ DEFAULT_RULES: Rules = (
     ("length", None),
     ("head_dim", None),
     ("layers", None),
+    ("experts", None),  # expert weights: embed over fsdp, mlp over tensor, like the dense MLP
 )
 
 _RULES: contextvars.ContextVar[Rules] = contextvars.ContextVar("medjax_axis_rules",
