@@ -106,6 +106,9 @@ def base(objective: str) -> ml_collections.ConfigDict:
     c.mesh.data = 1  # replicas (batch split, weights copied)
     c.mesh.fsdp = -1  # batch and weights split
     c.mesh.tensor = 1  # heads and MLP split (within a host)
+    # Mixture of experts: whole experts over the fsdp axis (tokens travel to their experts)
+    # instead of every expert's weights split over it like a dense MLP
+    c.mesh.expert_parallel = False
 
     c.checkpoint = ml_collections.ConfigDict()
     c.checkpoint.every = 50  # steps (and always at the last)

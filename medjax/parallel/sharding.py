@@ -134,3 +134,11 @@ def constrain(x: jax.Array, axes: Sequence[str | None]) -> jax.Array:
     if mesh.empty:
         return x
     return jax.lax.with_sharding_constraint(x, logical_to_spec(axes, None, mesh.axis_names))
+
+
+def rules_for(expert_parallel: bool = False) -> Rules:
+    """The axis rules of a run: the defaults, with ``expert_parallel`` the ``experts`` axis
+    of the MoE weights over ``fsdp`` first (their ``embed`` dimension then stays whole)."""
+    if not expert_parallel:
+        return current_rules()
+    return (("experts", "fsdp"),) + tuple(current_rules())

@@ -31,6 +31,12 @@ log = logging.getLogger(__name__)
 
 def run(config, workdir: str) -> dict:
     """Trains according to ``config`` in ``workdir``; returns the last logged metrics."""
+    from ..parallel.sharding import axis_rules, rules_for
+    with axis_rules(rules_for(bool(config.mesh.get("expert_parallel", False)))):
+        return _run(config, workdir)
+
+
+def _run(config, workdir: str) -> dict:
     check_config(config)  # choices, before anything is built or read
     os.makedirs(workdir, exist_ok=True)
     keep_data_shards(config, workdir)

@@ -84,7 +84,7 @@ def _lora_of(config, model_config):
 
 def _split_base(config, model_config, mesh):
     """(base, base_sharding, trainable extras, their shardings) as ``lora_start`` splits
-    the starting model: the reward head moves to the trainable tree."""
+    the starting model: the reward head moves to the trainable tree, in float32."""
     head = objectives.get(config.objective.name).head
     base_cfg = model_config.replace(lora=None)
     sharding = models.param_shardings(base_cfg, mesh, head)
@@ -93,7 +93,9 @@ def _split_base(config, model_config, mesh):
     base, sharding = dict(base), dict(sharding)
     extra, extra_sharding = {}, {}
     if "reward_head" in base:
-        extra["reward_head"] = base.pop("reward_head")
+        extra["reward_head"] = jax.tree.map(
+            lambda x: jax.ShapeDtypeStruct(x.shape, jnp.float32, sharding=x.sharding),
+            base.pop("reward_head"))
         extra_sharding["reward_head"] = sharding.pop("reward_head")
     return base, sharding, extra, extra_sharding
 
@@ -246,7 +248,7 @@ def data_tools(config) -> tuple[str, object, object]:
     spec = config.data.tokenizer
     if spec in ("auto", ""):
         family = (about["config"] if about else models.get_preset(config.model.preset)).family
-        spec = (about or {}).get("tokenizer") or ("mistral" if family == "mistral"
+        spec = (about or {}).get("tokenizer") or ("mistral" if family in ("mistral", "mixtral")
                                                   else "llama3")
     tokenizer = get_tokenizer(spec)
     template = None
