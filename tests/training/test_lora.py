@@ -152,6 +152,44 @@ def test_lora_resume_after_losing_the_last_checkpoint_is_exact(tmp_path):
     assert la == lb and sorted(la) == [1, 2, 3, 4]
 
 
+@pytest.mark.slow  # the lost-checkpoint test above covers the restore; this adds the kill
+def test_lora_kill_minus_nine_then_resume_is_exact(tmp_path):
+    import signal
+    import time
+    flags = ["--config=configs/sft.py", "--config.steps=8", "--config.batch_size=8",
+             "--config.seq_len=64", "--config.checkpoint.every=4", "--config.eval.every=0",
+             "--config.eval.at_start=False", "--config.optimizer.warmup_steps=0",
+             "--config.model.lora.rank=4", "--config.model.lora.dropout=0.1",
+             "--config.logging.every=1"]
+    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+    env["JAX_PLATFORMS"] = "cpu"
+
+    def start(wd):
+        return subprocess.Popen([sys.executable, "-m", "medjax.train", f"--workdir={wd}",
+                                 *flags], cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True)
+
+    straight, killed = tmp_path / "straight", tmp_path / "killed"
+    out = start(straight).communicate(timeout=900)
+    proc = start(killed)
+    deadline = time.time() + 600
+    while time.time() < deadline and not (killed / "checkpoints" / "4").exists():
+        time.sleep(0.1)
+    time.sleep(0.5)
+    proc.send_signal(signal.SIGKILL)
+    proc.communicate()
+    assert not (killed / "checkpoints" / "8").exists(), out
+    p = start(killed)
+    _, err = p.communicate(timeout=900)
+    assert p.returncode == 0, err[-3000:]
+    with ocp.StandardCheckpointer() as c:
+        a = c.restore(str(straight / "checkpoints" / "8" / "state"))
+        b = c.restore(str(killed / "checkpoints" / "8" / "state"))
+    jax.tree.map(lambda x, y: np.testing.assert_array_equal(np.asarray(x), np.asarray(y)), a, b)
+    la = {r["step"]: r["loss"] for r in _metrics(straight) if "loss" in r}
+    assert la == {r["step"]: r["loss"] for r in _metrics(killed) if "loss" in r}
+
+
 def _cli(module, *args):
     env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
     r = subprocess.run([sys.executable, "-m", module, *args], cwd=ROOT,
