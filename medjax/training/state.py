@@ -229,6 +229,16 @@ def lora_start(config, model: models.Model, mesh: Mesh) -> tuple[models.Model, d
         config_l = model.config.replace(lora=spec)
         adapters = lora_lib.load_peft(m.init_from, config_l, mesh)
     else:
+        if model.config.num_experts:  # experts take no adapters: attention only
+            mlp = [t for t in wanted.targets if lora_lib.PROJECTIONS[t][0] == "mlp"]
+            if mlp and wanted.targets != lora_lib.ALL:
+                raise ValueError(f"model.lora.targets: {','.join(mlp)} on a mixture-of-experts "
+                                 "model: its experts take no adapters (use q,k,v,o)")
+            if mlp:
+                log.info("model.lora.targets=all on a mixture-of-experts model: q, k, v, o "
+                         "(the experts and the router stay frozen)")
+                wanted = dataclasses.replace(wanted, targets=("q_proj", "k_proj", "v_proj",
+                                                              "o_proj"))
         config_l = model.config.replace(lora=wanted)
         adapters = lora_lib.init_adapters(config_l, jax.random.key(config.seed + 3), mesh)
     base = dict(model.params)
