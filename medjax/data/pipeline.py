@@ -12,6 +12,11 @@ Batches are dicts of numpy arrays for this process:
   preference:     input_ids, segment_ids, positions, loss_mask  [rows, 2, seq_len]
                   (chosen at [:, 0], rejected at [:, 1]: one forward pass serves both),
                   and example_id [rows] (stable per record and pipeline)
+  preference with data.pack_pairs (padding-free): input_ids, segment_ids, positions,
+                  loss_mask [rows, 2 * seq_len], each row holding whole pairs: pair k of a
+                  row is segments 2k + 1 (chosen) and 2k + 2 (rejected), positions
+                  restarting at 0 for each; example_id [rows, seq_len] (pair k's id at
+                  [:, k], -1 where the row has no pair k)
   kto:            the same [rows, 2, seq_len] arrays with the example at [:, 0] and a
                   mismatched prompt/completion pair (for the KL estimate) at [:, 1],
                   plus label [rows] (True: desirable)
@@ -129,6 +134,53 @@ class SplitLong(grain_exp.FlatMapTransform):
                 for start in range(0, n, self.seq_len)]
 
 
+class PairToDocument(grain.transforms.Map):
+    """A tokenised pair ([2, seq_len] padded) -> one packable document: the chosen then
+    the rejected sequence, each with its own positions, marked by ``side`` (1, 2)."""
+
+    def map(self, x):
+        n = (x["segment_ids"] != 0).sum(-1)
+        cat = lambda a: np.concatenate([a[0, :n[0]], a[1, :n[1]]])  # noqa: E731
+        return {"input_ids": cat(x["input_ids"]), "loss_mask": cat(x["loss_mask"]),
+                "side": np.repeat(np.array([1, 2], np.int32), n),
+                "pos": cat(x["positions"]),
+                "eid": np.full(int(n.sum()), x["example_id"], np.int64)}
+
+
+PAIR_FEATURES = ("input_ids", "loss_mask", "side", "pos", "eid")
+
+
+def packed_pairs(batch: dict) -> dict:
+    """Grain's first-fit packing of ``PairToDocument``s -> the padding-free preference
+    batch (module docstring): pair k of a row -> segments 2k + 1 and 2k + 2."""
+    pair = batch["input_ids_segment_ids"]  # 1.. per packed pair in its row, 0 padding
+    rows, length = pair.shape
+    real = pair > 0
+    out = {"input_ids": batch["input_ids"], "loss_mask": batch["loss_mask"],
+           "segment_ids": np.where(real, 2 * pair - 2 + batch["side"], 0).astype(np.int32),
+           "positions": np.where(real, batch["pos"], 0).astype(np.int32)}
+    ids = np.full((rows, length // 2), -1, np.int64)
+    r, t = np.nonzero(real & (batch["input_ids_positions"] == 0))  # each pair's first token
+    ids[r, pair[r, t] - 1] = batch["eid"][r, t]
+    out["example_id"] = ids
+    return out
+
+
+def pair_real(local: dict) -> np.ndarray:
+    """Which pairs of a host batch are real (have chosen response tokens): ``[pairs]`` for
+    padded batches, ``[rows, seq_len]`` (per slot) for packed ones."""
+    mask = np.asarray(local["loss_mask"])
+    if mask.ndim == 3:
+        return mask[:, 0].any(-1)
+    seg = np.asarray(local["segment_ids"])
+    rows, length = seg.shape
+    count = np.zeros((rows, length // 2 + 1), np.int64)
+    chosen = (seg % 2 == 1) & (mask != 0)
+    r, t = np.nonzero(chosen)
+    np.add.at(count, (r, (seg[r, t] - 1) // 2), 1)
+    return count[:, :length // 2] > 0
+
+
 def kto_rows(batch: dict, seq_len: int) -> dict:
     """[rows, 2, seq_len]: [:, 0] = prompt_i + completion_i (the example), [:, 1] =
     prompt_i + completion_(i+1) (a mismatched pair for the KL estimate), and ``label``."""
@@ -223,6 +275,11 @@ def build_pipeline(data_cfg, tokenizer, template, *, objective: str, seq_len: in
             it, length_struct={"input_ids": seq_len, "loss_mask": seq_len},
             num_packing_bins=max(batch_size, MIN_PACKING_BINS), seed=seed, shuffle_bins=shuffle)
         return it.batch(batch_size, drop_remainder=drop_remainder).map(_rename_packed)
+    if kind == "preference" and data_cfg.get("pack_pairs", False):  # padding-free
+        it = grain_exp.FirstFitPackIterDataset(
+            it.map(PairToDocument()), length_struct={k: 2 * seq_len for k in PAIR_FEATURES},
+            num_packing_bins=max(batch_size, MIN_PACKING_BINS), seed=seed, shuffle_bins=shuffle)
+        return it.batch(batch_size, drop_remainder=drop_remainder).map(packed_pairs)
     it = it.batch(batch_size, drop_remainder=drop_remainder)
     if kind == "kto":
         it = it.map(lambda b: kto_rows(b, seq_len))

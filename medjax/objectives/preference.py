@@ -43,13 +43,49 @@ def flatten_pairs(batch: dict) -> dict:
             if k in ("input_ids", "segment_ids", "positions", "loss_mask")}
 
 
+def is_packed(batch: dict) -> bool:
+    """A padding-free batch (``data.pack_pairs``): ``[rows, 2 * seq_len]`` rows of whole
+    pairs, pair k at segments 2k + 1 (chosen) and 2k + 2 (rejected)."""
+    return batch["input_ids"].ndim == 2
+
+
+def _packed_sequence_logps(config, params, batch, chunk_size, chosen_nll):
+    """``sequence_logps`` of a packed batch: ``[rows, seq_len, 2]`` (slot k of a row = its
+    pair k; empty slots 0), summed per segment."""
+    seg = batch["segment_ids"]
+    rows, length = seg.shape
+    hidden = forward_hidden(config, params, batch["input_ids"], segment_ids=seg,
+                            positions=batch["positions"])
+    targets, weights = next_token_targets(batch)
+    computed = weights
+    if chosen_nll:
+        _, every = next_token_targets({k: v for k, v in batch.items() if k != "loss_mask"})
+        every = every * (seg % 2 == 1)  # chosen sequences only
+        computed = jnp.maximum(weights, every)
+    nll, _ = token_nll(hidden, lm_head_kernel(config, params), targets, chunk_size=chunk_size,
+                       weights_bt=computed)
+    index = jnp.where(seg > 0, seg - 1, length)  # 2k + side; padding dropped
+
+    def per_sequence(v):  # [rows, length] -> [rows, length // 2, 2]
+        summed = jax.vmap(lambda x, i: jax.ops.segment_sum(x, i, num_segments=length))(v, index)
+        return summed.reshape(rows, length // 2, 2)
+
+    logps, lengths = per_sequence(-(nll * weights)), per_sequence(weights)
+    if chosen_nll:
+        return logps, lengths, ((nll * every).sum(), every.sum())
+    return logps, lengths
+
+
 def sequence_logps(config: ModelConfig, params, batch: dict, *, chunk_size: int = 1024,
                    chosen_nll: bool = False):
-    """Sum of response-token log-probs and response length, both ``[pairs, 2]``.
+    """Sum of response-token log-probs and response length, both ``[pairs, 2]`` (packed
+    batches: ``[rows, seq_len, 2]``, one slot per possible pair of a row).
 
     With ``chosen_nll``, also the summed NLL and the count of every predicted
     token of the chosen sequences (prompt and response: ORPO's NLL term).
     """
+    if is_packed(batch):
+        return _packed_sequence_logps(config, params, batch, chunk_size, chosen_nll)
     rows = flatten_pairs(batch)
     hidden = forward_hidden(config, params, rows["input_ids"], segment_ids=rows["segment_ids"],
                             positions=rows["positions"])
@@ -88,7 +124,10 @@ def pair_losses(loss_type: str, policy: jax.Array, reference: jax.Array | None,
                   - eps * log_sigmoid(-(beta * logits - gamma)))
         return losses, beta * avg[:, 0], beta * avg[:, 1]
     if loss_type == "orpo":
-        # log odds of the length-normalised probability p: log p - log(1 - p)
+        # log odds of the length-normalised probability p: log p - log(1 - p); an empty
+        # sequence (a padding row, an empty slot of a packed batch) gets a finite stand-in
+        # so that no inf reaches the gradient through the masked mean
+        avg = jnp.where(lengths > 0, avg, -1.0)
         log_odds = (avg[:, 0] - avg[:, 1]) - (jnp.log1p(-jnp.exp(avg[:, 0]))
                                               - jnp.log1p(-jnp.exp(avg[:, 1])))
         losses = -beta * log_sigmoid(log_odds)
@@ -149,7 +188,8 @@ def dpo_loss(config: ModelConfig, params, batch: dict, rng=None, *, loss_type: s
             config, params, batch, chunk_size=chunk_size, chosen_nll=True)
     else:
         policy, lengths = sequence_logps(config, params, batch, chunk_size=chunk_size)
-    reference = None if loss_type in REFERENCE_FREE else batch["ref_logps"]
+    reference = None if loss_type in REFERENCE_FREE else batch["ref_logps"].reshape(-1, 2)
+    policy, lengths = policy.reshape(-1, 2), lengths.reshape(-1, 2)  # packed: every slot
     real = (lengths[:, 0] > 0).astype(jnp.float32)
     losses, r_chosen, r_rejected = pair_losses(loss_type, policy, reference, lengths, beta=beta,
                                                label_smoothing=label_smoothing, gamma=gamma,
@@ -157,7 +197,7 @@ def dpo_loss(config: ModelConfig, params, batch: dict, rng=None, *, loss_type: s
     n = jnp.maximum(real.sum(), 1.0)
 
     def mean(x):
-        return (x * real).sum() / n
+        return jnp.where(real > 0, x, 0.0).sum() / n
 
     loss = mean(losses)
     if loss_type == "orpo":  # TRL: NLL over the chosen sequences' tokens, prompt included

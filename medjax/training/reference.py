@@ -29,6 +29,7 @@ import jax
 import numpy as np
 
 from .. import models
+from ..data.pipeline import pair_real
 from ..objectives.preference import sequence_logps
 from .batches import all_processes
 
@@ -57,11 +58,13 @@ class ReferenceTable:
 
     def ref_logps(self, local: dict, batch: dict) -> jax.Array:
         del batch
-        out = np.zeros((len(local["example_id"]), 2), np.float32)
-        real = local["loss_mask"][:, 0].any(-1)
-        for r, (i, ok) in enumerate(zip(local["example_id"].tolist(), real.tolist())):
+        ids = np.asarray(local["example_id"])  # [pairs], or [rows, slots] when packed
+        out = np.zeros(ids.shape + (2,), np.float32)
+        flat = out.reshape(-1, 2)
+        for r, (i, ok) in enumerate(zip(ids.reshape(-1).tolist(),
+                                        pair_real(local).reshape(-1).tolist())):
             if ok:
-                out[r] = self.table[i]
+                flat[r] = self.table[i]
         return jax.make_array_from_process_local_data(self.sharding, out)
 
 
@@ -144,8 +147,8 @@ def precompute(reference: FrozenReference, name: str, batches, workdir: str,
         log.warning("%s: made from other data, model or settings; recomputing it", path)
     ids_all, logps_all = [], []
     for local in batches():
-        ids = local.pop("example_id")
-        real = local["loss_mask"][:, 0].any(-1)
+        real = pair_real(local).reshape(-1)
+        ids = local.pop("example_id").reshape(-1)
         logps = reference.fn(reference.params, to_global(local))
         if jax.process_count() > 1:  # every process keeps every process's rows
             from jax.experimental import multihost_utils
@@ -155,7 +158,7 @@ def precompute(reference: FrozenReference, name: str, batches, workdir: str,
                 for x in ((ids >> 32).astype(np.int32), (ids & 0xFFFFFFFF).astype(np.uint32),
                           logps, real))
             ids = (hi.astype(np.int64) << 32) | lo.astype(np.int64)
-        logps = np.asarray(jax.device_get(logps))
+        logps = np.asarray(jax.device_get(logps)).reshape(-1, 2)
         ids_all.append(ids[real])
         logps_all.append(logps[real])
     ids_all = np.concatenate(ids_all)
