@@ -32,8 +32,28 @@ def last_token_index(segment_ids: jax.Array) -> jax.Array:
     return jnp.max(jnp.where(segment_ids != 0, positions, 0), axis=-1)
 
 
+def _packed_rewards(config: ModelConfig, params, batch: dict):
+    """Rewards and sequence presence ``[rows, seq_len, 2]`` of a packed batch (pair k of a
+    row at segments 2k + 1, 2k + 2): each sequence scored at its last token."""
+    seg = batch["segment_ids"]
+    rows, length = seg.shape
+    hidden = forward_hidden(config, params, batch["input_ids"], segment_ids=seg,
+                            positions=batch["positions"])
+    r_bt = jnp.einsum("btd,d->bt", hidden.astype(jnp.float32),
+                      params["reward_head"]["kernel"].astype(jnp.float32))
+    index = jnp.where(seg > 0, seg - 1, length)
+    t = jnp.broadcast_to(jnp.arange(length), (rows, length))
+    last = jax.vmap(lambda x, i: jax.ops.segment_max(x, i, num_segments=length))(t, index)
+    present = last >= 0
+    r = jnp.take_along_axis(r_bt, jnp.clip(last, 0, length - 1), axis=1)
+    r = jnp.where(present, r, 0.0)
+    return r.reshape(rows, length // 2, 2), present.reshape(rows, length // 2, 2)
+
+
 def rewards(config: ModelConfig, params, batch: dict) -> jax.Array:
-    """Scalar rewards ``[pairs, 2]`` (float32)."""
+    """Scalar rewards ``[pairs, 2]`` (float32); packed batches: ``[rows, seq_len, 2]``."""
+    if batch["input_ids"].ndim == 2:
+        return _packed_rewards(config, params, batch)[0]
     rows = flatten_pairs(batch)
     hidden = forward_hidden(config, params, rows["input_ids"], segment_ids=rows["segment_ids"],
                             positions=rows["positions"])
@@ -52,13 +72,17 @@ def bradley_terry(r_chosen, r_rejected, *, margin: float = 0.0, centering: float
 def reward_loss(config: ModelConfig, params, batch: dict, rng=None, *, margin: float = 0.0,
                 centering: float = 0.0):
     del rng
-    r = rewards(config, params, batch)
-    real = (batch["segment_ids"][:, 0].max(-1) > 0).astype(jnp.float32)
+    if batch["input_ids"].ndim == 2:  # packed (data.pack_pairs): every slot of every row
+        r, present = _packed_rewards(config, params, batch)
+        r, real = r.reshape(-1, 2), present[..., 0].reshape(-1).astype(jnp.float32)
+    else:
+        r = rewards(config, params, batch)
+        real = (batch["segment_ids"][:, 0].max(-1) > 0).astype(jnp.float32)
     n = jnp.maximum(real.sum(), 1.0)
     losses = bradley_terry(r[:, 0], r[:, 1], margin=margin, centering=centering)
 
     def mean(x):
-        return (x * real).sum() / n
+        return jnp.where(real > 0, x, 0.0).sum() / n
 
     metrics = {"accuracy": mean((r[:, 0] > r[:, 1]).astype(jnp.float32)),
                "reward/chosen": mean(r[:, 0]), "reward/rejected": mean(r[:, 1]),

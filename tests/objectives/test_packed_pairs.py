@@ -109,6 +109,30 @@ def test_packed_dpo_loss_metrics_and_gradients_equal_padded(tools, loss_type):
         np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=1e-4, atol=1e-6)
 
 
+def test_packed_reward_loss_metrics_and_gradients_equal_padded(tools):
+    from medjax.objectives.reward import reward_loss
+    padded = _padded(tools)
+    packed, _ = pack(padded, 8, 2 * 96)
+    config = models.get_preset("llama3_tiny", vocab_size=128256)
+    params = models.init_params(config, jax.random.key(2))
+    params = {k: v for k, v in params.items() if k != "lm_head"}
+    params["reward_head"] = {"kernel": jax.random.normal(jax.random.key(3), (64,)) * 0.1}
+
+    def loss(p, batch):
+        return reward_loss(config, p, batch, margin=0.1, centering=0.01)
+
+    a = {k: jnp.asarray(v) for k, v in padded.items() if k != "example_id"}
+    b = {k: jnp.asarray(v) for k, v in packed.items() if k != "example_id"}
+    (la, ma), ga = jax.value_and_grad(loss, has_aux=True)(params, a)
+    (lb, mb), gb = jax.value_and_grad(loss, has_aux=True)(params, b)
+    np.testing.assert_allclose(float(lb), float(la), rtol=1e-5)
+    for key in ma:
+        np.testing.assert_allclose(float(mb[key]), float(ma[key]), rtol=1e-5, atol=1e-5,
+                                   err_msg=key)
+    for x, y in zip(jax.tree.leaves(gb), jax.tree.leaves(ga)):
+        np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=1e-4, atol=1e-6)
+
+
 def test_the_pipeline_packs_whole_pairs_with_their_ids(tools):
     tok, tpl = tools
     config = _config(**{"data.pack_pairs": True})
@@ -155,6 +179,6 @@ def test_packed_run_precomputed_equals_frozen_on_eight_devices(tmp_path):
 
 def test_pack_pairs_is_refused_for_other_objectives():
     from medjax.configs import check
-    c = load_config("reward", **{"data.pack_pairs": True})
-    with pytest.raises(ValueError, match="data.pack_pairs=True: .*'reward'"):
+    c = load_config("kto", **{"data.pack_pairs": True})
+    with pytest.raises(ValueError, match="data.pack_pairs=True: .*'kto'"):
         check(c)
