@@ -48,6 +48,7 @@ class TokenizeOptions:
     seq_len: int
     max_prompt_length: int
     truncation_mode: str  # "keep_start" | "keep_end": which end of a long prompt to keep
+    max_completion_length: int = 0  # preference responses (0: what fits in seq_len)
 
 
 class Tokenize(grain.transforms.Map):
@@ -99,6 +100,8 @@ class Tokenize(grain.transforms.Map):
         if room < 1:
             return None  # the prompt alone does not fit: dropped and counted
         rows, masks = [], []
+        if self.opt.max_completion_length:
+            room = min(room, self.opt.max_completion_length)
         for key in ("chosen", "rejected"):
             resp = list(self.template.encode_response(ex[key], prompt=ex["prompt"]))[:room]
             rows.append(prompt + resp)
@@ -236,7 +239,7 @@ def build_pipeline(data_cfg, tokenizer, template, *, objective: str, seq_len: in
                    num_epochs: int | None = None, shuffle: bool = True,
                    drop_remainder: bool = True, process_index: int = 0,
                    process_count: int = 1, num_workers: int = 0,
-                   split: str = "") -> grain.IterDataset:
+                   split: str = "", max_completion_length: int = 0) -> grain.IterDataset:
     """The batches this process feeds to ``objective`` (see the module docstring).
 
     ``batch_size`` is this process's rows per batch; ``num_epochs`` None repeats
@@ -247,7 +250,8 @@ def build_pipeline(data_cfg, tokenizer, template, *, objective: str, seq_len: in
     from .. import objectives
     kind = objectives.get(objective).kind  # the record kind the objective trains on
     specs = source_specs(data_cfg.sources if sources is None else sources)
-    options = TokenizeOptions(seq_len, data_cfg.max_prompt_length, data_cfg.truncation_mode)
+    options = TokenizeOptions(seq_len, data_cfg.max_prompt_length, data_cfg.truncation_mode,
+                              max_completion_length)
     check = make_check(kind, template, options)
     parts = []
     for k, spec in enumerate(specs):
@@ -364,7 +368,8 @@ def pipeline_from_config(config, tokenizer, template, *, eval: bool = False,
     kept, for precomputing per-example values such as reference log-probs):
     a Grain dataset over this process's records.
     """
-    common = dict(objective=config.objective.name, seq_len=config.seq_len, seed=config.seed)
+    common = dict(objective=config.objective.name, seq_len=config.seq_len, seed=config.seed,
+                  max_completion_length=config.objective.get("max_completion_length", 0))
     train_split = "train" if config.data.eval_split else ""
     if one_pass or eval:
         sources, split, _ = eval_plan(config.data) if eval else (None, train_split, "")

@@ -107,7 +107,7 @@ def _one_device() -> bool:
 
 def token_nll(hidden_btd: jax.Array, kernel_dv: jax.Array, targets_bt: jax.Array, *,
               chunk_size: int = 1024, weights_bt: jax.Array | None = None,
-              skip: bool | None = None) -> tuple[jax.Array, jax.Array]:
+              skip: bool | None = None, max_weighted: int = 0) -> tuple[jax.Array, jax.Array]:
     """Per-token negative log-likelihood and log-partition [b, t], chunked over t.
 
     The backward pass recomputes each chunk's logits (a custom VJP), so neither
@@ -126,8 +126,14 @@ def token_nll(hidden_btd: jax.Array, kernel_dv: jax.Array, targets_bt: jax.Array
     partitioner does not keep the skip's branch (which holds collectives) the
     same on every device, and the train step then deadlocks (seen on 8 CPU
     devices in the custom backward pass).
+
+    ``max_weighted`` > 0: no row has more weighted positions than that (DPO with
+    ``objective.max_completion_length``: responses are truncated to it), so the logits are
+    computed for that many sorted positions per row only: a static cut with no control
+    flow, the saving on any number of devices.
     """
     b, t, d = hidden_btd.shape
+    full_t = t
     order = None
     active_bt = jnp.ones((b, t), bool)
     if weights_bt is not None:
@@ -135,6 +141,10 @@ def token_nll(hidden_btd: jax.Array, kernel_dv: jax.Array, targets_bt: jax.Array
         hidden_btd = jnp.take_along_axis(hidden_btd, order[..., None], axis=1)
         targets_bt = jnp.take_along_axis(targets_bt, order, axis=1)
         active_bt = jnp.take_along_axis(weights_bt, order, axis=1) > 0
+        if 0 < max_weighted < t:  # no row has more: a static cut, on any number of devices
+            hidden_btd, targets_bt = hidden_btd[:, :max_weighted], targets_bt[:, :max_weighted]
+            active_bt = active_bt[:, :max_weighted]
+            t = max_weighted
     chunk = min(chunk_size, t)
     pad = -t % chunk
     if pad:
@@ -154,6 +164,9 @@ def token_nll(hidden_btd: jax.Array, kernel_dv: jax.Array, targets_bt: jax.Array
     if order is not None:  # zero where unweighted, then back to the original positions
         nll = jnp.where(active_bt[:, :t], nll, 0.0)
         lse = jnp.where(active_bt[:, :t], lse, 0.0)
+        if t < full_t:
+            nll = jnp.pad(nll, ((0, 0), (0, full_t - t)))
+            lse = jnp.pad(lse, ((0, 0), (0, full_t - t)))
         inverse = jnp.argsort(order, axis=1)
         nll = jnp.take_along_axis(nll, inverse, axis=1)
         lse = jnp.take_along_axis(lse, inverse, axis=1)

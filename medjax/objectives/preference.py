@@ -77,12 +77,14 @@ def _packed_sequence_logps(config, params, batch, chunk_size, chosen_nll):
 
 
 def sequence_logps(config: ModelConfig, params, batch: dict, *, chunk_size: int = 1024,
-                   chosen_nll: bool = False):
+                   chosen_nll: bool = False, max_completion: int = 0):
     """Sum of response-token log-probs and response length, both ``[pairs, 2]`` (packed
     batches: ``[rows, seq_len, 2]``, one slot per possible pair of a row).
 
     With ``chosen_nll``, also the summed NLL and the count of every predicted
     token of the chosen sequences (prompt and response: ORPO's NLL term).
+    ``max_completion`` > 0: no response is longer (the pipeline truncated them), so the
+    vocabulary projection runs on that many positions per row (``token_nll``).
     """
     if is_packed(batch):
         return _packed_sequence_logps(config, params, batch, chunk_size, chosen_nll)
@@ -96,7 +98,7 @@ def sequence_logps(config: ModelConfig, params, batch: dict, *, chunk_size: int 
         every = every * (jnp.arange(every.shape[0]) % 2 == 0)[:, None]  # chosen rows only
         computed = jnp.maximum(weights, every)
     nll, _ = token_nll(hidden, lm_head_kernel(config, params), targets, chunk_size=chunk_size,
-                       weights_bt=computed)
+                       weights_bt=computed, max_weighted=0 if chosen_nll else max_completion)
     pairs = batch["input_ids"].shape[0]
     logps = -(nll * weights).sum(-1).reshape(pairs, 2)
     lengths = weights.sum(-1).reshape(pairs, 2)
@@ -175,7 +177,7 @@ def pair_losses(loss_type: str, policy: jax.Array, reference: jax.Array | None,
 
 def dpo_loss(config: ModelConfig, params, batch: dict, rng=None, *, loss_type: str = "sigmoid",
              beta: float = 0.1, label_smoothing: float = 0.0, gamma: float = 0.0,
-             sft_weight: float = 0.0, chunk_size: int = 1024):
+             sft_weight: float = 0.0, chunk_size: int = 1024, max_completion: int = 0):
     """Mean preference loss over the pairs of a batch, with TRL's metrics.
 
     ``batch["ref_logps"]`` ``[pairs, 2]`` is required unless the loss is
@@ -187,7 +189,8 @@ def dpo_loss(config: ModelConfig, params, batch: dict, rng=None, *, loss_type: s
         policy, lengths, (nll_sum, nll_count) = sequence_logps(
             config, params, batch, chunk_size=chunk_size, chosen_nll=True)
     else:
-        policy, lengths = sequence_logps(config, params, batch, chunk_size=chunk_size)
+        policy, lengths = sequence_logps(config, params, batch, chunk_size=chunk_size,
+                                         max_completion=max_completion)
     reference = None if loss_type in REFERENCE_FREE else batch["ref_logps"].reshape(-1, 2)
     policy, lengths = policy.reshape(-1, 2), lengths.reshape(-1, 2)  # packed: every slot
     real = (lengths[:, 0] > 0).astype(jnp.float32)
@@ -228,6 +231,9 @@ def _dpo_config(c) -> None:
     o.sft_weight = 0.0  # adds w x NLL of the chosen responses (TRL loss_type "sft", rpo_alpha)
     o.reference = "frozen"  # frozen | precompute | a model directory | precompute:DIR
     o.loss_chunk_size = 1024
+    # Responses truncated to this many tokens (TRL's max_completion_length; 0: what fits in
+    # seq_len): the vocabulary projection then runs on that many positions per row only
+    o.max_completion_length = 0
 
 
 def _make_dpo_loss(o, model_config: ModelConfig):
@@ -235,7 +241,8 @@ def _make_dpo_loss(o, model_config: ModelConfig):
         raise ValueError(f"objective.loss_type={o.loss_type!r}: known {LOSS_TYPES}")
     return functools.partial(dpo_loss, model_config, loss_type=o.loss_type, beta=o.beta,
                              label_smoothing=o.label_smoothing, gamma=o.gamma,
-                             sft_weight=o.sft_weight, chunk_size=o.loss_chunk_size)
+                             sft_weight=o.sft_weight, chunk_size=o.loss_chunk_size,
+                             max_completion=o.get("max_completion_length", 0))
 
 
 register(Objective(

@@ -249,4 +249,6 @@ def reference_fingerprint(config, s: Setup) -> dict:
             "reference": config.objective.get("reference", ""),
             "tokenizer": s.tokenizer_spec, "template": getattr(s.template, "name", None),
             "format": d.format, "fields": d.fields, "seq_len": config.seq_len,
-            "max_prompt_length": d.max_prompt_length, "truncation_mode": d.truncation_mode}
+            "max_prompt_length": d.max_prompt_length, "truncation_mode": d.truncation_mode,
+            "max_completion_length": config.objective.get("max_completion_length", 0),
+            "pack_pairs": d.get("pack_pairs", False)}
