@@ -5,6 +5,10 @@
         --config.model.remat_policy=dots_no_batch --config.mesh.tensor=2 \\
         --config.optimizer.grad_accum=32                      # overrides, as medjax.train takes
     .venv/bin/python benchmarks/memory_plan.py --all        # the GPU recipes, one table
+    .venv/bin/python benchmarks/memory_plan.py --all --only=lora   # only the LoRA rows
+    .venv/bin/python benchmarks/memory_plan.py --config=configs/sft.py:llama3_8b --devices=1 \
+        --config.model.lora.rank=16 --config.model.param_dtype=bfloat16 \
+        --config.mesh.fsdp=1 --config.optimizer.grad_accum=128   # LoRA on one GPU
     .venv/bin/python benchmarks/memory_plan.py --config=configs/sft.py:llama3_8b --devices=8 \\
         --layers=2,4,8,32                                     # compile time vs number of layers
 
@@ -18,6 +22,13 @@ nothing is allocated) for a mesh over ``--devices`` fake CPU devices
 starts). For preference objectives with a frozen reference it also compiles
 the reference forward (``training/reference.py``: a bf16 copy of the starting
 policy, sharded like it, run on each whole global batch).
+
+LoRA (``model.lora.rank`` > 0): the train state is the adapters (float32) and their Adam
+moments (``abstract_train_state``); the frozen base (``model.param_dtype``, e.g. bf16;
+``abstract_frozen_base``) is a third argument of the step, not donated, so it counts in
+the arguments and stays resident. The reference of a LoRA preference run is that base
+itself, no copy, when it is stored in the compute dtype (``share``); otherwise a copy in
+the compute dtype, as for full fine-tuning.
 
 What it prints, per device: XLA's ``compiled.memory_analysis()`` (arguments =
 params + optimizer state + batch, outputs, aliased = donated state, temp =
@@ -36,9 +47,13 @@ the same as on GPUs, but fusion and buffer assignment are not. Measured here
 (benchmarks/RESULTS.md): the CPU backend computes bf16 dots in float32 and
 updates the bf16 stacks of saved activations through float32 (a
 ``dynamic-update-slice`` that is then not in place), so it holds those stacks
-twice, and bf16 compute needs as much temp as float32 or more. The "GPU
-estimate" subtracts one copy of the bf16 stacks (their size is read from the
-compiled HLO); it is an estimate, not a GPU measurement. A GPU adds its own
+twice, and bf16 compute needs as much temp as float32 or more. Bf16 weights that
+do not change inside the step (a LoRA run's frozen base, a reference's weights)
+are upcast to float32 for those dots once, outside the layer and micro-batch
+loops, so the CPU program carries whole float32 copies of them (the lowered
+program's dots take the bf16 weights as they are). The "GPU estimate" subtracts
+one copy of the bf16 stacks and those float32 weight copies (their sizes are read
+from the compiled HLO); it is an estimate, not a GPU measurement. A GPU adds its own
 workspace (cuBLAS/cuDNN, NCCL buffers), and JAX preallocates 75% of GPU memory
 unless XLA_PYTHON_CLIENT_MEM_FRACTION is raised, so leave headroom. Attention
 is compiled as configured; ``attention='xla'`` materialises [heads, seq, seq]
@@ -87,20 +102,44 @@ import jax.numpy as jnp  # noqa: E402
 from medjax import models, objectives  # noqa: E402
 from medjax.objectives.preference import sequence_logps  # noqa: E402
 from medjax.parallel import make_mesh  # noqa: E402
-from medjax.training.state import (abstract_train_state, batch_sharding_for,  # noqa: E402
-                                   make_step_fn)
+from medjax.models import lora as lora_lib  # noqa: E402
+from medjax.training.state import (abstract_frozen_base, abstract_train_state,  # noqa: E402
+                                   batch_sharding_for, make_step_fn)
 
 GiB = 2 ** 30
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
-# name, config, devices: the recipes the named GPU variants are sized for (the four of
-# the memory plan in RESULTS.md, and the 70B DPO variant).
+# name, config, devices, overrides: the recipes the named GPU variants are sized for (the
+# four of the memory plan in RESULTS.md, the 70B DPO variant) and the LoRA runs of issue 16
+# (base stored in bf16, adapters and their Adam moments in f32).
+LORA = ("--config.model.lora.rank=16", "--config.model.lora.targets=all",
+        "--config.model.param_dtype=bfloat16")
 RECIPES = (
-    ("Llama-3-8B DPO, seq 2048, 32 pairs", "configs/dpo.py:llama3_8b", 8),
-    ("Llama-3-8B SFT, seq 8192", "configs/sft.py:llama3_8b", 8),
-    ("Mistral-7B CPT, 48 x 4096", "configs/pretrain.py:mistral_7b", 4),
-    ("Llama-3-70B SFT, seq 4096", "configs/sft.py:llama3_70b", 64),
-    ("(extra) Llama-3-70B DPO, seq 2048", "configs/dpo.py:llama3_70b", 64),
+    ("Llama-3-8B DPO, seq 2048, 32 pairs", "configs/dpo.py:llama3_8b", 8, ()),
+    ("Llama-3-8B SFT, seq 8192", "configs/sft.py:llama3_8b", 8, ()),
+    ("Mistral-7B CPT, 48 x 4096", "configs/pretrain.py:mistral_7b", 4, ()),
+    ("Llama-3-70B SFT, seq 4096", "configs/sft.py:llama3_70b", 64, ()),
+    ("(extra) Llama-3-70B DPO, seq 2048", "configs/dpo.py:llama3_70b", 64, ()),
+    # One GPU: the recipe's 128 rows a step, one row of 8192 per micro-batch, full remat (the
+    # recipe's); and rows of 4096, two per micro-batch, which fit even by the CPU total.
+    ("Llama-3-8B SFT with LoRA (r=16, all linear), 1 device, seq 8192",
+     "configs/sft.py:llama3_8b", 1, LORA + ("--config.mesh.fsdp=1",
+                                           "--config.optimizer.grad_accum=128")),
+    ("Llama-3-8B SFT with LoRA (r=16, all linear), 1 device, seq 4096",
+     "configs/sft.py:llama3_8b", 1, LORA + ("--config.mesh.fsdp=1", "--config.seq_len=4096",
+                                           "--config.optimizer.grad_accum=64")),
+    # Eight GPUs, fsdp 8: one row (of 2 x 2048) per GPU per micro-batch, full remat
+    # (dots_no_batch would keep ~30 GB of activations per 70B row); the reference is the
+    # bf16 base itself. The recipe's 32 pairs, and 16, which fit even by the CPU total.
+    ("Llama-3-70B DPO with LoRA (r=16, all linear), 8 devices, 32 pairs",
+     "configs/dpo.py:llama3_70b", 8, LORA + ("--config.mesh.fsdp=8", "--config.mesh.tensor=1",
+                                            "--config.optimizer.grad_accum=8",
+                                            "--config.model.remat_policy=full")),
+    ("Llama-3-70B DPO with LoRA (r=16, all linear), 8 devices, 16 pairs",
+     "configs/dpo.py:llama3_70b", 8, LORA + ("--config.mesh.fsdp=8", "--config.mesh.tensor=1",
+                                            "--config.batch_size=16",
+                                            "--config.optimizer.grad_accum=4",
+                                            "--config.model.remat_policy=full")),
 )
 
 
@@ -109,7 +148,8 @@ def model_config_of(config, num_layers: int | None = None) -> models.ModelConfig
     """The architecture ``state.starting_model`` would build, without its weights."""
     m = config.model
     overrides = dict(param_dtype=m.param_dtype, dtype=m.dtype, remat_policy=m.remat_policy,
-                     scan_layers=m.scan_layers, attention=m.attention)
+                     scan_layers=m.scan_layers, attention=m.attention,
+                     lora=lora_lib.from_settings(m.get("lora")))
     hf_json = os.path.join(m.init_from, "config.json") if m.init_from else ""
     if hf_json and os.path.isfile(hf_json):
         cfg = models.ModelConfig.from_hf(hf_json, **overrides)
@@ -189,6 +229,31 @@ def saved_activation_stacks(hlo: str, num_layers: int, rows: int, seq_len: int) 
     return best
 
 
+def upcast_copies(hlo: str, weights) -> int:
+    """Bytes of float32 copies of ``weights``' bf16 arrays (per-device shards, in any
+    axis order) that a loop of the compiled program carries: the CPU backend computes
+    bf16 dots in float32 and hoists the upcast of loop-invariant weights (a LoRA run's
+    frozen base, a reference's weights) out of the layer and micro-batch loops, so it
+    holds whole float32 copies of them. At most one copy per weight is counted (a loop
+    may carry two, which buffer assignment need not keep apart), in the loop that
+    carries the most (outer loops carry what inner ones do). Not a GPU cost: there the
+    dots take the bf16 weights as they are."""
+    wanted: dict[tuple, int] = {}
+    for x in jax.tree.leaves(weights):
+        if jnp.dtype(x.dtype) == jnp.bfloat16:
+            key = tuple(sorted(x.sharding.shard_shape(x.shape)))
+            wanted[key] = wanted.get(key, 0) + 1
+    best = 0
+    for tup, _ in _WHILE.findall(hlo):
+        found: dict[tuple, int] = {}
+        for dt, dims in _ARRAY.findall(tup):
+            key = tuple(sorted(int(d) for d in dims.split(",") if d))
+            if dt == "f32" and key in wanted:
+                found[key] = min(found.get(key, 0) + 1, wanted[key])
+        best = max(best, sum(n * math.prod(k) * 4 for k, n in found.items()))
+    return best
+
+
 def dot_dtypes(hlo: str) -> dict:
     """Count of dot instructions in the compiled program by result dtype."""
     out: dict[str, int] = {}
@@ -198,8 +263,11 @@ def dot_dtypes(hlo: str) -> dict:
 
 
 # ------------------------------------------------------------------ hand calculation
-def hand_estimate(config, mc: models.ModelConfig, mesh, state, batch) -> dict:
-    """What should be live per device, from shapes, shardings and the remat policy."""
+def hand_estimate(config, mc: models.ModelConfig, mesh, state, batch, frozen=None) -> dict:
+    """What should be live per device, from shapes, shardings and the remat policy. With
+    LoRA (``frozen``: the abstract base) the params, moments and gradients are the
+    adapters'; the base is an argument too, gathered like a full run's weights but with
+    no gradient."""
     pbytes = jnp.dtype(mc.param_dtype).itemsize
     cbytes = jnp.dtype(mc.dtype).itemsize
     tensor = mesh.shape["tensor"]
@@ -211,11 +279,15 @@ def hand_estimate(config, mc: models.ModelConfig, mesh, state, batch) -> dict:
 
     params = per_device_bytes(state["params"])
     opt = per_device_bytes(state["opt_state"])
+    base = 0 if frozen is None else per_device_bytes(frozen)
     grads = params * (2 if accum > 1 else 1)  # running sum + one micro-batch's
 
-    layer_params = sum(math.prod(x.shape[1:]) for x in jax.tree.leaves(state["params"]["layers"]))
+    weights = state["params"] if frozen is None else frozen
+    layer_params = sum(math.prod(x.shape[1:]) for x in jax.tree.leaves(weights["layers"]))
     head_params = d * v  # the LM head (or the tied embedding) is gathered for the loss
-    gathered = (layer_params + head_params) * (cbytes + pbytes) / tensor
+    # gathered in the compute dtype, plus their gradient (none for a frozen base)
+    gathered = (layer_params + head_params) * (cbytes + (pbytes if frozen is None else 0)) \
+        / tensor
 
     micro_rows = config.batch_size // accum
     if paired(config):
@@ -232,6 +304,14 @@ def hand_estimate(config, mc: models.ModelConfig, mesh, state, batch) -> dict:
     }[mc.remat_policy]
     per_token_layer = kept[0] + kept[1] / tensor
     saved = int(rows * t * layers * per_token_layer * cbytes)
+    lora = mc.lora
+    if lora is not None and mc.remat_policy != "full":
+        # each adapter's two dots, x @ A [.., r] and (x @ A) @ B [.., out], are saved in
+        # float32 (the adapters' dtype) by every policy that saves dots
+        outs = {"embed": d, "heads": n * h, "kv_heads": k * h, "mlp": f}
+        adapter = sum(lora.rank + outs[lora_lib.PROJECTIONS[p][2]] / (
+            1 if lora_lib.PROJECTIONS[p][2] == "embed" else tensor) for p in lora.targets)
+        saved += int(rows * t * layers * adapter * 4)
     if mc.remat_policy in ("none", "dots"):  # attention scores are kept too
         saved += rows * t * layers * n * t * (4 if mc.remat_policy == "none" else cbytes) \
             // tensor
@@ -244,10 +324,11 @@ def hand_estimate(config, mc: models.ModelConfig, mesh, state, batch) -> dict:
         loss = 2 * rows * min(config.objective.loss_chunk_size, t) * v * 4 // tensor
     batch_b = per_device_bytes(batch)
     temp = grads + gathered + saved + attn + mlp + loss
-    return {"params": params, "opt_state": opt, "batch": batch_b, "grads": grads,
+    return {"params": params, "opt_state": opt, "batch": batch_b, "frozen": base,
+            "grads": grads,
             "gathered": int(gathered), "saved_activations": saved,
             "layer_working_set": attn + mlp + loss, "temp": int(temp),
-            "argument": params + opt + batch_b, "rows_per_device": rows,
+            "argument": params + opt + batch_b + base, "rows_per_device": rows,
             "micro_rows": micro_rows, "batch_shards": shards}
 
 
@@ -273,6 +354,8 @@ def plan(config, *, devices=None, num_layers: int | None = None, reference: bool
                          f"mesh size {shards} and optimizer.grad_accum={accum}")
     out: dict = {"devices": len(devices), "mesh": dict(mesh.shape), "model": {
         "num_params": mc.num_params, "num_layers": mc.num_layers,
+        "lora": None if mc.lora is None else {"rank": mc.lora.rank,
+                                              "targets": list(mc.lora.targets)},
         "param_dtype": mc.param_dtype, "dtype": mc.dtype, "remat_policy": mc.remat_policy,
         "attention": mc.attention, "scan_layers": mc.scan_layers},
         "batch_size": config.batch_size, "seq_len": config.seq_len, "grad_accum": accum,
@@ -280,10 +363,15 @@ def plan(config, *, devices=None, num_layers: int | None = None, reference: bool
     bs = batch_sharding_for(mesh)
     with jax.set_mesh(mesh):
         state, state_sharding = abstract_train_state(config, mc, mesh)
+        frozen = frozen_sharding = None
+        if mc.lora is not None:  # the frozen base: a step argument, resident, not donated
+            frozen, frozen_sharding = abstract_frozen_base(config, mc, mesh)
         batch = with_sharding(batch_shapes(config), bs)
-        step_fn = make_step_fn(config, mc, mesh, state_sharding)
+        step_fn = make_step_fn(config, mc, mesh, state_sharding,
+                               frozen_sharding=frozen_sharding)
+        args = (state, batch) if frozen is None else (state, batch, frozen)
         t0 = time.perf_counter()
-        lowered = step_fn.lower(state, batch)
+        lowered = step_fn.lower(*args)
         t1 = time.perf_counter()
         compiled = lowered.compile()
         t2 = time.perf_counter()
@@ -292,25 +380,31 @@ def plan(config, *, devices=None, num_layers: int | None = None, reference: bool
         hlo = compiled.as_text()
         if keep_hlo:
             out["hlo"] = hlo
-        hand = hand_estimate(config, mc, mesh, state, batch)
+        hand = hand_estimate(config, mc, mesh, state, batch, frozen)
         out["hand"] = hand
         out["dots"] = dot_dtypes(hlo)
         out["saved_stacks"] = saved_activation_stacks(
             hlo, mc.num_layers, hand["rows_per_device"], config.seq_len) if mc.scan_layers else {}
+        out["upcast_base"] = upcast_copies(hlo, frozen) if frozen is not None else 0
         del hlo, compiled, lowered
 
         if reference and objectives.get(config.objective.name).needs_reference(
                 config.objective) and config.objective.reference in (
                 "frozen", "precompute"):
+            # training/reference.py: a copy of the starting policy in the compute dtype;
+            # with LoRA the frozen base itself where it is stored in that dtype (share)
             dt = jnp.dtype(mc.dtype)
-            ref_params = jax.tree.map(
-                lambda x: jax.ShapeDtypeStruct(x.shape, dt, sharding=x.sharding),
-                state["params"])
+            start = state["params"] if frozen is None else frozen
+            shared = frozen is not None and all(x.dtype == dt for x in jax.tree.leaves(frozen))
+            ref_params = start if shared else jax.tree.map(
+                lambda x: jax.ShapeDtypeStruct(x.shape, dt, sharding=x.sharding), start)
             ref_batch = {k: v for k, v in batch.items() if k != "ref_logps"}
             t0 = time.perf_counter()
-            ref_compiled = reference_forward(config, mc).lower(ref_params, ref_batch).compile()
-            out["reference"] = {"mode": config.objective.reference,
+            ref_compiled = reference_forward(config, mc.replace(lora=None)).lower(
+                ref_params, ref_batch).compile()
+            out["reference"] = {"mode": config.objective.reference, "shared": shared,
                                 "weights": per_device_bytes(ref_params),
+                                "upcast": upcast_copies(ref_compiled.as_text(), ref_params),
                                 "compile_s": time.perf_counter() - t0,
                                 **memory_stats(ref_compiled)}
         if "online" in config:
@@ -371,11 +465,15 @@ def summarise(p: dict) -> dict:
     step = p["step"]
     train = peak(step)
     ref = p.get("reference")
-    resident_ref = ref["weights"] if ref and ref["mode"] == "frozen" else 0
+    # A shared reference (LoRA: the frozen base itself) is already in the step's arguments.
+    resident_ref = ref["weights"] if ref and ref["mode"] == "frozen" and not ref.get(
+        "shared") else 0
     phases = {"train step": train + resident_ref}
     if ref:
-        # The reference forward runs with the train state resident (not its argument).
-        state = p["hand"]["params"] + p["hand"]["opt_state"]
+        # The reference forward runs with the train state (and a LoRA run's frozen base)
+        # resident; its arguments are the reference's weights (the base, when shared).
+        h = p["hand"]
+        state = h["params"] + h["opt_state"] + (0 if ref.get("shared") else h["frozen"])
         phases["reference forward"] = state + peak(ref)
     online = p.get("online")
     if online:  # one model resident per phase: sampling, scoring, then the train step
@@ -384,8 +482,10 @@ def summarise(p: dict) -> dict:
     p["phases"] = phases
     p["total"] = max(phases.values())
     dup = p["saved_stacks"].get("bf16", 0) if p["model"]["dtype"] == "bfloat16" else 0
-    p["gpu_estimate"] = max(train - dup + resident_ref, *(
-        v for k, v in phases.items() if k != "train step"), 0)
+    gpu = dict(phases, **{"train step": train - dup - p.get("upcast_base", 0) + resident_ref})
+    if ref:
+        gpu["reference forward"] -= ref.get("upcast", 0)
+    p["gpu_estimate"] = max(*gpu.values(), 0)
     return p
 
 
@@ -396,10 +496,13 @@ def gib(x) -> str:
 
 def report(p: dict, title: str, budget_gb: float) -> str:
     m, h, s = p["model"], p["hand"], p["step"]
+    lora = m.get("lora")
     lines = [f"## {title}",
              f"devices {p['devices']}, mesh {p['mesh']}; {m['num_params'] / 1e9:.2f}B params, "
              f"{m['num_layers']} layers, param_dtype {m['param_dtype']}, compute {m['dtype']}, "
-             f"remat {m['remat_policy']}, attention {m['attention']}",
+             f"remat {m['remat_policy']}, attention {m['attention']}"
+             + (f"; LoRA r={lora['rank']} on {','.join(lora['targets'])} (adapters f32, base "
+                f"frozen)" if lora else ""),
              f"objective {p['objective']}: global batch {p['batch_size']} x seq {p['seq_len']}, "
              f"grad_accum {p['grad_accum']} -> micro-batch {h['micro_rows']} rows, "
              f"{h['rows_per_device']} per batch shard (data x fsdp)",
@@ -407,35 +510,54 @@ def report(p: dict, title: str, budget_gb: float) -> str:
              f"this process's max RSS {p['max_rss'] / GiB:.1f} GiB",
              "",
              "per device, GiB                      compiled  by hand",
-             f"  params                                     {gib(h['params'])}",
+             (f"  params (trainable: adapters f32)           {gib(h['params'])}" if lora else
+              f"  params                                     {gib(h['params'])}"),
              f"  optimizer state (Adam mu, nu)              {gib(h['opt_state'])}",
-             f"  batch                                      {gib(h['batch'])}",
-             f"  arguments (params + opt + batch)  {gib(s['argument'])}  {gib(h['argument'])}",
-             f"  outputs                           {gib(s['output'])}",
-             f"  aliased (donated state)           {gib(s['alias'])}",
-             f"  temp                              {gib(s['temp'])}  {gib(h['temp'])}",
-             f"    gradients{' (sum + micro-batch)' if p['grad_accum'] > 1 else ''}"
-             f"{'' if p['grad_accum'] > 1 else '                   '}"
-             f"              {gib(h['grads'])}",
-             f"    gathered weights (layer, head)             {gib(h['gathered'])}",
-             f"    saved activations ({m['remat_policy']})".ljust(45) + gib(
-                 h['saved_activations']),
-             f"    one layer's backward + loss chunk          {gib(h['layer_working_set'])}",
-             f"  generated code                    {gib(s['code'])}",
-             f"  train step peak (args + temp + out - alias) {gib(peak(s))}"]
+             f"  batch                                      {gib(h['batch'])}"]
+    if lora:
+        lines.append(f"  frozen base ({m['param_dtype']}, not donated)".ljust(45)
+                     + gib(h["frozen"]))
+    lines += [
+        ("  arguments (incl. frozen base)" if lora else
+         "  arguments (params + opt + batch)").ljust(36)
+        + f"{gib(s['argument'])}  {gib(h['argument'])}",
+        f"  outputs                           {gib(s['output'])}",
+        f"  aliased (donated state)           {gib(s['alias'])}",
+        f"  temp                              {gib(s['temp'])}  {gib(h['temp'])}",
+        f"    gradients{' (sum + micro-batch)' if p['grad_accum'] > 1 else ''}"
+        f"{'' if p['grad_accum'] > 1 else '                   '}"
+        f"              {gib(h['grads'])}",
+        f"    gathered weights (layer, head{'; no grads' if lora else ''})".ljust(45)
+        + gib(h['gathered']),
+        f"    saved activations ({m['remat_policy']})".ljust(45) + gib(
+            h['saved_activations']),
+        f"    one layer's backward + loss chunk          {gib(h['layer_working_set'])}",
+        f"  generated code                    {gib(s['code'])}",
+        f"  train step peak (args + temp + out - alias) {gib(peak(s))}"]
     stacks = p["saved_stacks"]
     if stacks:
         lines.append("  saved-activation stacks in the compiled HLO: " + ", ".join(
             f"{dt} {v / GiB:.2f} GiB" for dt, v in stacks.items()))
+    if p.get("upcast_base"):
+        lines.append(f"  f32 copies of the bf16 base carried by the step's loops (CPU backend's "
+                     f"bf16 dots, not a GPU cost): {p['upcast_base'] / GiB:.2f} GiB of the temp")
     ref = p.get("reference")
+    if ref and ref.get("shared"):
+        lines.append(f"  reference ({ref['mode']}): the frozen base itself (shared, no copy: "
+                     f"stored in {m['dtype']}), {ref['weights'] / GiB:.2f} GiB, counted in the "
+                     "step's arguments")
+    elif ref:
+        lines.append(f"  reference ({ref['mode']}): weights {m['dtype']} "
+                     f"{ref['weights'] / GiB:.2f} GiB"
+                     + (" resident all run" if ref["mode"] == "frozen" else
+                        " (only during the precompute pass)"))
     if ref:
-        lines += [f"  reference ({ref['mode']}): weights {m['dtype']} "
-                  f"{ref['weights'] / GiB:.2f} GiB"
-                  + (" resident all run" if ref["mode"] == "frozen" else
-                     " (only during the precompute pass)"),
-                  f"    reference forward: arguments {ref['argument'] / GiB:.2f}, temp "
-                  f"{ref['temp'] / GiB:.2f}, outputs {ref['output'] / GiB:.4f} GiB; "
-                  f"compile {ref['compile_s']:.1f} s"]
+        lines.append(f"    reference forward: arguments {ref['argument'] / GiB:.2f}, temp "
+                     f"{ref['temp'] / GiB:.2f}, outputs {ref['output'] / GiB:.4f} GiB; "
+                     f"compile {ref['compile_s']:.1f} s")
+        if ref.get("upcast"):
+            lines.append(f"    of its temp, f32 copies of the bf16 weights carried by its loop "
+                         f"(CPU backend only): {ref['upcast'] / GiB:.2f} GiB")
     online = p.get("online")
     if online:
         g, r = online["sampling"], online["scoring"]
@@ -452,7 +574,8 @@ def report(p: dict, title: str, budget_gb: float) -> str:
     for name, v in p["phases"].items():
         lines.append(f"  phase '{name}': {v / GiB:.2f} GiB")
     budget = budget_gb * 1e9
-    verdict = "fits" if p["total"] <= budget else "DOES NOT FIT"
+    verdict = "fits" if p["total"] <= budget else "DOES NOT FIT" + (
+        " on the CPU backend (the GPU estimate fits)" if p["gpu_estimate"] <= budget else "")
     lines.append(f"  TOTAL per device {p['total'] / GiB:.2f} GiB (CPU backend) vs "
                  f"{budget_gb:g} GB = {budget / GiB:.1f} GiB: {verdict}; GPU estimate "
                  f"{p['gpu_estimate'] / GiB:.2f} GiB")
@@ -471,17 +594,21 @@ def report(p: dict, title: str, budget_gb: float) -> str:
 
 def table(rows: list[tuple[str, dict]], budget_gb: float) -> str:
     out = ["| recipe | devices | mesh d/f/t | remat | accum | rows/shard | params | opt state | "
-           "grads (hand) | temp (hand) | reference weights + fwd temp | total | GPU est. | "
-           "vs 80 GB |",
-           "|---|---:|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
+           "frozen base (LoRA) | grads (hand) | temp (hand) | reference weights + fwd temp | "
+           "total | GPU est. | vs 80 GB |",
+           "|---|---:|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
     for name, p in rows:
         h, ms = p["hand"], p["mesh"]
         ref = p.get("reference")
-        ref_s = f"{ref['weights'] / GiB:.2f} + {ref['temp'] / GiB:.2f}" if ref else "-"
-        fits = "fits" if p["total"] <= budget_gb * 1e9 else "**over**"
+        ref_s = "-" if not ref else (
+            f"the base (shared) + {ref['temp'] / GiB:.2f}" if ref.get("shared") else
+            f"{ref['weights'] / GiB:.2f} + {ref['temp'] / GiB:.2f}")
+        base = f"{h['frozen'] / GiB:.2f}" if p["model"].get("lora") else "-"
+        fits = "fits" if p["total"] <= budget_gb * 1e9 else "**over**" + (
+            " (GPU est. fits)" if p["gpu_estimate"] <= budget_gb * 1e9 else "")
         out.append(f"| {name} | {p['devices']} | {ms['data']}/{ms['fsdp']}/{ms['tensor']} | "
                    f"{p['model']['remat_policy']} | {p['grad_accum']} | {h['rows_per_device']} | "
-                   f"{h['params'] / GiB:.2f} | {h['opt_state'] / GiB:.2f} | "
+                   f"{h['params'] / GiB:.2f} | {h['opt_state'] / GiB:.2f} | {base} | "
                    f"{h['grads'] / GiB:.2f} | "
                    f"{p['step']['temp'] / GiB:.2f} ({h['temp'] / GiB:.2f}) | {ref_s} | "
                    f"{p['total'] / GiB:.2f} | {p['gpu_estimate'] / GiB:.2f} | {fits} |")
@@ -510,10 +637,13 @@ def main(argv):
                    and not a.startswith("--config=")]
     if FLAGS.all:
         rows = []
-        for name, cfg, n in RECIPES:
-            print(f"compiling {name} ({cfg}, {n} devices) ...", flush=True)
-            p = _child([f"--config={os.path.join(ROOT, cfg)}", f"--devices={n}"])
-            print(report(p, f"{name}: {cfg}, {n} devices", FLAGS.budget_gb) + "\n", flush=True)
+        for name, cfg, n, overrides in RECIPES:
+            if FLAGS.only and FLAGS.only.lower() not in name.lower():
+                continue
+            what = f"{' '.join([cfg, *overrides])}, {n} devices"
+            print(f"compiling {name} ({what}) ...", flush=True)
+            p = _child([f"--config={os.path.join(ROOT, cfg)}", f"--devices={n}", *overrides])
+            print(report(p, f"{name}: {what}", FLAGS.budget_gb) + "\n", flush=True)
             rows.append((name, p))
         print(table(rows, FLAGS.budget_gb))
         return
@@ -555,7 +685,9 @@ if __name__ == "__main__":
     config_flags.DEFINE_config_file("config", None, "Training config (configs/*.py[:variant]).",
                                     lock_config=True)
     flags.DEFINE_integer("devices", 8, "Fake CPU devices (the mesh's size).")
-    flags.DEFINE_bool("all", False, "Plan the four GPU recipes and print one table.")
+    flags.DEFINE_bool("all", False, "Plan the GPU recipes (RECIPES) and print one table.")
+    flags.DEFINE_string("only", "", "With --all: only the recipes whose name contains this "
+                        "(case-insensitive), e.g. --only=lora.")
     flags.DEFINE_list("layers", [], "num_layers override; several: compile time vs depth.")
     flags.DEFINE_bool("reference", True, "Also compile the frozen reference's forward.")
     flags.DEFINE_float("budget_gb", 80.0, "Device memory to fit in, GB (1e9 bytes).")

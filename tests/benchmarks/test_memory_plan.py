@@ -122,3 +122,75 @@ def test_command_line():
     assert r.returncode == 0, r.stderr[-2000:]
     assert "devices 2, mesh {'data': 1, 'fsdp': 2, 'tensor': 1}" in r.stdout
     assert ": fits;" in r.stdout
+
+
+LORA = {"model.lora.rank": 4}
+
+
+def test_lora_plan_counts_the_frozen_base_and_trains_only_adapters():
+    config = tiny()
+    full = mp.plan(config, devices=jax.devices()[:4])
+    p = mp.plan(tiny(**LORA), devices=jax.devices()[:4])
+    h, s = p["hand"], p["step"]
+    assert p["model"]["lora"]["rank"] == 4
+    # The frozen base is the full run's params (f32, same shardings): an argument, resident,
+    # not donated; the state is the adapters and their moments.
+    assert h["frozen"] == full["hand"]["params"]
+    assert s["argument"] == h["params"] + h["opt_state"] + h["batch"] + h["frozen"] + 4
+    assert s["alias"] == h["params"] + h["opt_state"] + 4
+    assert s["argument"] < full["step"]["argument"]
+    assert p["total"] < full["total"]
+    # No base-sized array in the train state (adapters are [L, in, r] / [L, r, out]).
+    cfg = mp.model_config_of(tiny(**LORA))
+    mesh = mp.make_mesh(1, 4, 1, devices=jax.devices()[:4])
+    state, _ = abstract_train_state(tiny(**LORA), cfg, mesh)
+    base_shapes = {x.shape for x in jax.tree.leaves(
+        jax.eval_shape(lambda: mp.models.abstract_params(cfg.replace(lora=None))))}
+    assert not base_shapes & {x.shape for x in jax.tree.leaves(state)}
+    assert all(4 in x.shape for x in jax.tree.leaves(state["params"]))
+    assert "frozen base" in mp.report(p, "tiny lora", 80.0)
+
+
+def test_lora_abstract_path_compiles_the_setup_step():
+    from medjax.training.state import abstract_frozen_base, make_step_fn
+    # reward: a bf16 base, the new head trains in f32 with the adapters
+    for name, dtype in (("reward", "bfloat16"), ("sft", "float32")):
+        config = tiny(name, **LORA, **{"mesh.fsdp": 4, "mesh.tensor": 2,
+                                       "model.param_dtype": dtype})
+        s = setup(config, 512)
+        state, sharding = abstract_train_state(config, s.model_config, s.mesh)
+        frozen, frozen_sharding = abstract_frozen_base(config, s.model_config, s.mesh)
+        assert jax.tree.map(lambda x: (x.shape, x.dtype, x.sharding), state) == jax.tree.map(
+            lambda x: (x.shape, x.dtype, x.sharding), s.state)
+        assert jax.tree.leaves(sharding) == jax.tree.leaves(s.state_sharding)
+        assert jax.tree.map(lambda x: (x.shape, x.dtype, x.sharding), frozen) == jax.tree.map(
+            lambda x: (x.shape, x.dtype, x.sharding), s.frozen)
+        assert ("reward_head" in state["params"]) == (name == "reward")
+        assert "reward_head" not in frozen
+    # sft: the same program as setup()'s step (the base bound as its third argument)
+    batch = mp.with_sharding(mp.batch_shapes(config), s.batch_sharding)
+    real_batch = {k: jax.device_put(jnp.zeros(v.shape, v.dtype), s.batch_sharding)
+                  for k, v in batch.items()}
+    with jax.set_mesh(s.mesh):
+        ours = make_step_fn(config, s.model_config, s.mesh, sharding,
+                            frozen_sharding=frozen_sharding).lower(state, batch, frozen)
+        theirs = s.step_fn.args[0].lower(s.state, real_batch, s.frozen)
+    assert ours.as_text() == theirs.as_text()
+
+
+def test_lora_dpo_reference_is_the_base_when_stored_in_the_compute_dtype():
+    dpo = {"model.dtype": "bfloat16", "optimizer.grad_accum": 1,
+           "objective.reference": "frozen", **LORA}
+    p = mp.plan(tiny("dpo", **dpo, **{"model.param_dtype": "bfloat16"}),
+                devices=jax.devices()[:4])
+    ref = p["reference"]
+    assert ref["shared"] and ref["weights"] == p["hand"]["frozen"]
+    assert p["phases"]["train step"] == mp.peak(p["step"])  # no second copy resident
+    assert p["phases"]["reference forward"] == (p["hand"]["params"] + p["hand"]["opt_state"]
+                                                + mp.peak(ref))
+    assert "shared, no copy" in mp.report(p, "tiny lora dpo", 80.0)
+    # An f32 base with bf16 compute: the reference is a bf16 copy, resident beside it.
+    p = mp.plan(tiny("dpo", **dpo), devices=jax.devices()[:4])
+    ref = p["reference"]
+    assert not ref["shared"] and ref["weights"] == p["hand"]["frozen"] // 2
+    assert p["phases"]["train step"] == mp.peak(p["step"]) + ref["weights"]
