@@ -265,11 +265,15 @@ def report(config, r: dict, peak: float, source: str) -> None:
 
 def main(argv):
     del argv
-    config = FLAGS.config
+    with tempfile.TemporaryDirectory(prefix="medjax_tput_") as tmp:  # --shape's model
+        measure(FLAGS.config, tmp)
+
+
+def measure(config, tmp: str):
     with config.unlocked():
         config.steps = max(config.steps, FLAGS.steps + FLAGS.warmup)
         if FLAGS.shape:
-            config.model.init_from = build_medium(tempfile.mkdtemp(prefix="medjax_tput_"))
+            config.model.init_from = build_medium(tmp)
             config.model.vocab_size = 0
         if FLAGS.lora >= 0:
             config.model.lora.rank = FLAGS.lora
