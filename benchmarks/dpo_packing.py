@@ -7,7 +7,9 @@ The data: synthetic preference records whose lengths follow a spread like
 UltraMedical's (prompt 50-600 tokens, responses 50-900, uniform; ``--scale`` divides
 them so that a CPU can run the medium shape), written as JSONL and read through the
 real pipeline (tokeniser, chat template, validation, packing). Both runs use the same
-config, model (a random model of the medium shape, or llama3_tiny), a frozen reference
+config, model (a random model of the medium shape: hidden 512, MLP 1536, 8 layers, 8/4
+heads, vocabulary 32,000 with Mistral's tokenizer and template; or llama3_tiny with
+Llama-3's), a frozen reference
 (its forward timed with each step, as a run does it) and the same memory per batch:
 padded, ``batch_size`` pairs of 2 x ``seq_len``; packed, ``batch_size`` rows of
 2 x ``seq_len`` holding as many whole pairs as fit. Timed steps run interleaved
@@ -61,7 +63,7 @@ def medium_dir(tmp: str) -> str:
     import torch
     import transformers
     torch.manual_seed(0)
-    cfg = transformers.LlamaConfig(vocab_size=128256, hidden_size=512, intermediate_size=1536,
+    cfg = transformers.LlamaConfig(vocab_size=32000, hidden_size=512, intermediate_size=1536,
                                    num_hidden_layers=8, num_attention_heads=8,
                                    num_key_value_heads=4, head_dim=64,
                                    max_position_embeddings=4096)
@@ -108,9 +110,11 @@ def _config(data: str, model_dir: str | None):
     c.data.max_prompt_length = FLAGS.seq_len // 2
     c.objective.reference = "frozen"
     c.logging.progress = False
-    if model_dir:
+    if model_dir:  # the medium shape's 32,000 vocabulary: Mistral's tokenizer and template
         c.model.init_from = model_dir
         c.model.vocab_size = 0
+        c.data.tokenizer = "mistral"
+        c.data.template = "mistral"
     c.mesh.fsdp = 1
     return c
 
