@@ -38,6 +38,9 @@ def base(objective: str) -> ml_collections.ConfigDict:
     c.model.remat_policy = "none"  # activation recomputation: none | full | dots | dots_no_batch
     c.model.scan_layers = True  # layers as one scanned block (fast compiles)
     c.model.attention = "xla"  # xla | cudnn (fused, GPU)
+    # Mixture-of-experts layers: grouped (tokens sorted by expert, jax.lax.ragged_dot) |
+    # dense (every expert on every token; local to each batch shard): benchmarks/RESULTS.md
+    c.model.moe_impl = "grouped"
     # LoRA: low-rank adapters train over the frozen model (rank 0: full fine-tuning)
     c.model.lora = ml_collections.ConfigDict()
     c.model.lora.rank = 0  # r (e.g. 16); 0: no adapters, every weight trains

@@ -265,7 +265,7 @@ def _load(path: str, mesh, config, **extra):
     m = config.model
     return models.load(path, mesh=mesh, param_dtype=m.dtype, dtype=m.dtype,
                        scan_layers=m.scan_layers, attention=m.attention, remat_policy="none",
-                       **extra)
+                       moe_impl=m.get("moe_impl", "grouped"), **extra)
 
 
 def sample(config, mesh, policy_path: str, prompts: list[Prompt], path: str, *,

@@ -13,10 +13,18 @@ the output is the weighted sum of those experts' SwiGLU ``down(silu(gate x) * up
 
 Two implementations of the same function (``config.moe_impl``):
   grouped  dropless: each token's k assignments sorted by expert, one grouped matmul per
-           projection (``jax.lax.ragged_dot``: a grouped GEMM on GPU; on CPU XLA lowers it
-           to a dense masked loop, about ``experts`` times the work), scattered back.
+           projection (``jax.lax.ragged_dot``), scattered back. With jax 0.10.2 a grouped
+           GEMM only where the backend has one: on CPU JAX lowers ragged_dot to one dense
+           dot over a group-masked copy of the input ([rows, experts x embed]: ``experts``
+           times the grouped GEMM's FLOPs, ``k`` times the dense implementation's), and on
+           NVIDIA GPUs XLA's RaggedDotRewriter expands it the same way unless
+           ``--xla_gpu_experimental_use_ragged_dot_fusion=true`` (cuDNN >= 9.22) makes the
+           forward-shaped ones cuDNN grouped GEMMs. The sort spans the whole (global)
+           batch: under data/FSDP sharding the compiled program works on every shard's
+           assignments and all-reduces them (benchmarks/moe.py, RESULTS.md).
   dense    every expert on every token, combined with the routing weights (one-hot):
-           ``experts / k`` times the FLOPs; kept as the plain reference for tests.
+           ``experts / k`` times the FLOPs, local to each batch shard; the reference for
+           tests.
 
 The load-balancing loss is transformers' ``load_balancing_loss_func``: over all layers
 and real tokens pooled, ``E * sum_e f_e * P_e`` with ``f_e`` the fraction of top-k

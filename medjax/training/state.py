@@ -79,7 +79,25 @@ def abstract_frozen_base(config, model_config, mesh: Mesh) -> tuple[dict, dict]:
 
 
 def _lora_of(config, model_config):
-    return model_config.lora or lora_lib.from_settings(config.model.get("lora"))
+    return model_config.lora or moe_targets(
+        model_config, lora_lib.from_settings(config.model.get("lora")))
+
+
+def moe_targets(model_config, wanted):
+    """``wanted`` (LoRA settings or None) for ``model_config``: a mixture-of-experts model's
+    experts take no adapters, so ``targets=all`` means q, k, v, o there; MLP targets named
+    one by one are an error."""
+    if wanted is None or not model_config.num_experts:
+        return wanted
+    mlp = [t for t in wanted.targets if lora_lib.PROJECTIONS[t][0] == "mlp"]
+    if mlp and wanted.targets != lora_lib.ALL:
+        raise ValueError(f"model.lora.targets: {','.join(mlp)} on a mixture-of-experts "
+                         "model: its experts take no adapters (use q,k,v,o)")
+    if mlp:
+        log.info("model.lora.targets=all on a mixture-of-experts model: q, k, v, o "
+                 "(the experts and the router stay frozen)")
+        wanted = dataclasses.replace(wanted, targets=("q_proj", "k_proj", "v_proj", "o_proj"))
+    return wanted
 
 
 def _split_base(config, model_config, mesh):
@@ -179,7 +197,8 @@ def starting_model(config, unit, mesh: Mesh) -> models.Model:
     with the head ``unit`` trains (a new scalar head replaces the LM head of a reward run)."""
     m = config.model
     overrides = dict(param_dtype=m.param_dtype, dtype=m.dtype, remat_policy=m.remat_policy,
-                     scan_layers=m.scan_layers, attention=m.attention)
+                     scan_layers=m.scan_layers, attention=m.attention,
+                     moe_impl=m.get("moe_impl", "grouped"))
     if m.init_from and models.source_kind(m.init_from) == "peft":  # its base (lora_start
         from ..models.load import peft_base                          # adds the adapters)
         lora = m.get("lora")
@@ -229,16 +248,7 @@ def lora_start(config, model: models.Model, mesh: Mesh) -> tuple[models.Model, d
         config_l = model.config.replace(lora=spec)
         adapters = lora_lib.load_peft(m.init_from, config_l, mesh)
     else:
-        if model.config.num_experts:  # experts take no adapters: attention only
-            mlp = [t for t in wanted.targets if lora_lib.PROJECTIONS[t][0] == "mlp"]
-            if mlp and wanted.targets != lora_lib.ALL:
-                raise ValueError(f"model.lora.targets: {','.join(mlp)} on a mixture-of-experts "
-                                 "model: its experts take no adapters (use q,k,v,o)")
-            if mlp:
-                log.info("model.lora.targets=all on a mixture-of-experts model: q, k, v, o "
-                         "(the experts and the router stay frozen)")
-                wanted = dataclasses.replace(wanted, targets=("q_proj", "k_proj", "v_proj",
-                                                              "o_proj"))
+        wanted = moe_targets(model.config, wanted)  # experts take no adapters
         config_l = model.config.replace(lora=wanted)
         adapters = lora_lib.init_adapters(config_l, jax.random.key(config.seed + 3), mesh)
     base = dict(model.params)
