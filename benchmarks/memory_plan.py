@@ -23,6 +23,13 @@ starts). For preference objectives with a frozen reference it also compiles
 the reference forward (``training/reference.py``: a bf16 copy of the starting
 policy, sharded like it, run on each whole global batch).
 
+Mixture of experts (Mixtral): ``model.moe_impl`` as configured (``dense`` runs every
+expert on every token, so one layer's working set holds ``experts`` times a dense MLP's
+[rows, seq, mlp] arrays; ``grouped``'s sorted assignments span the global batch, and on
+this CPU backend ``ragged_dot`` is a dense dot over a group-masked copy of its input);
+``mesh.expert_parallel`` applies its sharding rules (``rules_for``) as ``medjax.train``
+does, and the report names the mesh axis the experts are split over.
+
 LoRA (``model.lora.rank`` > 0): the train state is the adapters (float32) and their Adam
 moments (``abstract_train_state``); the frozen base (``model.param_dtype``, e.g. bf16;
 ``abstract_frozen_base``) is a third argument of the step, not donated, so it counts in
@@ -103,8 +110,9 @@ from medjax import models, objectives  # noqa: E402
 from medjax.objectives.preference import sequence_logps  # noqa: E402
 from medjax.parallel import make_mesh  # noqa: E402
 from medjax.models import lora as lora_lib  # noqa: E402
+from medjax.parallel.sharding import axis_rules, logical_to_spec, rules_for  # noqa: E402
 from medjax.training.state import (abstract_frozen_base, abstract_train_state,  # noqa: E402
-                                   batch_sharding_for, make_step_fn)
+                                   batch_sharding_for, make_step_fn, moe_targets)
 
 GiB = 2 ** 30
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -140,6 +148,27 @@ RECIPES = (
                                             "--config.batch_size=16",
                                             "--config.optimizer.grad_accum=4",
                                             "--config.model.remat_policy=full")),
+    # Medico-Mistral (issue 17): Mixtral-8x7B, rows of 4096, one row per device per
+    # micro-batch, full remat, moe_impl=dense. The recipes (LoRA r=16 on q,k,v,o over a bf16
+    # base, 8 devices); full fine-tuning (f32 weights and Adam) on 8, 16 and 32 devices;
+    # LoRA with whole experts over fsdp; and the grouped implementation as this backend
+    # lowers it.
+    ("Mixtral-8x7B knowledge injection with LoRA (r=16, q,k,v,o), 8 devices",
+     "configs/recipes/medico_mistral_knowledge.py", 8, ()),
+    ("Mixtral-8x7B SFT with LoRA (r=16, q,k,v,o), 8 devices, 896 rows",
+     "configs/recipes/medico_mistral_sft.py", 8, ()),
+    ("Mixtral-8x7B knowledge injection, full fine-tuning, 8 devices",
+     "configs/recipes/medico_mistral_knowledge.py:full", 8,
+     ("--config.optimizer.grad_accum=128",)),
+    ("Mixtral-8x7B knowledge injection, full fine-tuning, 16 devices",
+     "configs/recipes/medico_mistral_knowledge.py:full", 16,
+     ("--config.optimizer.grad_accum=64",)),
+    ("Mixtral-8x7B knowledge injection, full fine-tuning, 32 devices",
+     "configs/recipes/medico_mistral_knowledge.py:full", 32, ()),
+    ("(extra) Mixtral-8x7B knowledge injection with LoRA, expert_parallel, 8 devices",
+     "configs/recipes/medico_mistral_knowledge.py", 8, ("--config.mesh.expert_parallel=True",)),
+    ("(extra) Mixtral-8x7B knowledge injection with LoRA, moe_impl=grouped, 8 devices",
+     "configs/recipes/medico_mistral_knowledge.py", 8, ("--config.model.moe_impl=grouped",)),
 )
 
 
@@ -149,7 +178,7 @@ def model_config_of(config, num_layers: int | None = None) -> models.ModelConfig
     m = config.model
     overrides = dict(param_dtype=m.param_dtype, dtype=m.dtype, remat_policy=m.remat_policy,
                      scan_layers=m.scan_layers, attention=m.attention,
-                     lora=lora_lib.from_settings(m.get("lora")))
+                     moe_impl=m.get("moe_impl", "grouped"))
     hf_json = os.path.join(m.init_from, "config.json") if m.init_from else ""
     if hf_json and os.path.isfile(hf_json):
         cfg = models.ModelConfig.from_hf(hf_json, **overrides)
@@ -157,6 +186,8 @@ def model_config_of(config, num_layers: int | None = None) -> models.ModelConfig
         cfg = models.get_preset(m.preset, **overrides)
         if m.vocab_size:
             cfg = cfg.replace(vocab_size=m.vocab_size)
+    # LoRA as lora_start sets it (a mixture-of-experts model: attention only)
+    cfg = cfg.replace(lora=moe_targets(cfg, lora_lib.from_settings(m.get("lora"))))
     return cfg.replace(num_layers=num_layers) if num_layers else cfg
 
 
@@ -212,9 +243,13 @@ _DTYPE_BYTES = {"bf16": 2, "f16": 2, "f32": 4, "f64": 8, "s32": 4, "pred": 1, "s
                 "u8": 1, "u32": 4, "s64": 8}
 
 
-def saved_activation_stacks(hlo: str, num_layers: int, rows: int, seq_len: int) -> dict:
+def saved_activation_stacks(hlo: str, num_layers: int, rows: int, seq_len: int,
+                            weights=None) -> dict:
     """Bytes per dtype of the per-layer activations the forward layer scan stacks for
-    the backward pass: its loop-carried arrays shaped [layers, rows, seq_len, ...]."""
+    the backward pass: its loop-carried arrays shaped [layers, rows, seq_len, ...]; not
+    those shaped like a per-device shard of ``weights`` (whole experts over fsdp make an
+    expert stack [layers, 1, embed, mlp], which one row of ``seq_len = embed`` matches)."""
+    skip = {tuple(x.sharding.shard_shape(x.shape)) for x in jax.tree.leaves(weights or {})}
     best: dict[str, int] = {}
     for tup, op_name in _WHILE.findall(hlo):
         if "transpose(" in op_name:  # a backward loop
@@ -222,7 +257,8 @@ def saved_activation_stacks(hlo: str, num_layers: int, rows: int, seq_len: int) 
         found: dict[str, int] = {}
         for dt, dims in _ARRAY.findall(tup):
             shape = [int(d) for d in dims.split(",") if d]
-            if len(shape) >= 3 and shape[:3] == [num_layers, rows, seq_len]:
+            if len(shape) >= 3 and shape[:3] == [num_layers, rows, seq_len] and tuple(
+                    shape) not in skip:
                 found[dt] = found.get(dt, 0) + math.prod(shape) * _DTYPE_BYTES[dt]
         if sum(found.values()) > sum(best.values()):
             best = found
@@ -319,6 +355,9 @@ def hand_estimate(config, mc: models.ModelConfig, mesh, state, batch, frozen=Non
     if mc.attention == "xla":  # scores, probabilities and their gradient, f32 [rows, n, t, t]
         attn = 3 * rows * n * t * t * 4 // tensor + rows * t * t  # + the boolean mask
     mlp = 3 * rows * t * f * 4 // tensor  # gate, up, their gradient (f32 on the way back)
+    if mc.num_experts:  # dense: every expert on every token; grouped: the sorted
+        # assignments (k a token) of the whole global batch, on every device
+        mlp *= mc.num_experts if mc.moe_impl == "dense" else shards * mc.experts_per_token
     loss = 0  # a reward head has no vocabulary projection
     if "loss_chunk_size" in config.objective:  # one chunk's f32 logits and their gradient
         loss = 2 * rows * min(config.objective.loss_chunk_size, t) * v * 4 // tensor
@@ -343,7 +382,14 @@ def reference_forward(config, mc: models.ModelConfig):
 def plan(config, *, devices=None, num_layers: int | None = None, reference: bool = True,
          keep_hlo: bool = False) -> dict:
     """Compiles the train step (and the reference forward) for ``config``; returns bytes
-    per device, measured and by hand, and compile times."""
+    per device, measured and by hand, and compile times. Under the axis rules a run of
+    ``config`` uses (``mesh.expert_parallel``)."""
+    with axis_rules(rules_for(bool(config.mesh.get("expert_parallel", False)))):
+        return _plan(config, devices=devices, num_layers=num_layers, reference=reference,
+                     keep_hlo=keep_hlo)
+
+
+def _plan(config, *, devices, num_layers, reference, keep_hlo) -> dict:
     devices = list(jax.devices() if devices is None else devices)
     mesh = make_mesh(config.mesh.data, config.mesh.fsdp, config.mesh.tensor, devices=devices)
     mc = model_config_of(config, num_layers)
@@ -357,7 +403,13 @@ def plan(config, *, devices=None, num_layers: int | None = None, reference: bool
         "lora": None if mc.lora is None else {"rank": mc.lora.rank,
                                               "targets": list(mc.lora.targets)},
         "param_dtype": mc.param_dtype, "dtype": mc.dtype, "remat_policy": mc.remat_policy,
-        "attention": mc.attention, "scan_layers": mc.scan_layers},
+        "attention": mc.attention, "scan_layers": mc.scan_layers,
+        "moe": None if not mc.num_experts else {
+            "experts": mc.num_experts, "per_token": mc.experts_per_token,
+            "impl": mc.moe_impl,
+            # the mesh axis the experts dimension of [L, experts, embed, mlp] is split over
+            "experts_axis": logical_to_spec(("layers", "experts", "embed", "mlp"), None,
+                                            mesh.axis_names)[1]}},
         "batch_size": config.batch_size, "seq_len": config.seq_len, "grad_accum": accum,
         "objective": config.objective.name}
     bs = batch_sharding_for(mesh)
@@ -384,7 +436,8 @@ def plan(config, *, devices=None, num_layers: int | None = None, reference: bool
         out["hand"] = hand
         out["dots"] = dot_dtypes(hlo)
         out["saved_stacks"] = saved_activation_stacks(
-            hlo, mc.num_layers, hand["rows_per_device"], config.seq_len) if mc.scan_layers else {}
+            hlo, mc.num_layers, hand["rows_per_device"], config.seq_len,
+            state["params"] if frozen is None else frozen) if mc.scan_layers else {}
         out["upcast_base"] = upcast_copies(hlo, frozen) if frozen is not None else 0
         del hlo, compiled, lowered
 
@@ -496,13 +549,16 @@ def gib(x) -> str:
 
 def report(p: dict, title: str, budget_gb: float) -> str:
     m, h, s = p["model"], p["hand"], p["step"]
-    lora = m.get("lora")
+    lora, moe = m.get("lora"), m.get("moe")
     lines = [f"## {title}",
              f"devices {p['devices']}, mesh {p['mesh']}; {m['num_params'] / 1e9:.2f}B params, "
              f"{m['num_layers']} layers, param_dtype {m['param_dtype']}, compute {m['dtype']}, "
              f"remat {m['remat_policy']}, attention {m['attention']}"
              + (f"; LoRA r={lora['rank']} on {','.join(lora['targets'])} (adapters f32, base "
-                f"frozen)" if lora else ""),
+                f"frozen)" if lora else "")
+             + (f"; {moe['experts']} experts top-{moe['per_token']}, moe_impl {moe['impl']}, "
+                + ("whole experts over " + str(moe['experts_axis']) if moe['experts_axis'] else
+                   "each expert split like a dense MLP") if moe else ""),
              f"objective {p['objective']}: global batch {p['batch_size']} x seq {p['seq_len']}, "
              f"grad_accum {p['grad_accum']} -> micro-batch {h['micro_rows']} rows, "
              f"{h['rows_per_device']} per batch shard (data x fsdp)",

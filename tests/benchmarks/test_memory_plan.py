@@ -194,3 +194,29 @@ def test_lora_dpo_reference_is_the_base_when_stored_in_the_compute_dtype():
     ref = p["reference"]
     assert not ref["shared"] and ref["weights"] == p["hand"]["frozen"] // 2
     assert p["phases"]["train step"] == mp.peak(p["step"]) + ref["weights"]
+
+
+def test_moe_plan_follows_setup_moe_impl_and_expert_parallel():
+    """A Mixtral LoRA run: targets=all means q,k,v,o in the plan as in setup(); moe_impl is
+    the config's; mesh.expert_parallel's rules are applied (whole experts over fsdp)."""
+    from medjax.parallel.sharding import axis_rules, rules_for
+    for ep in (False, True):
+        config = tiny("pretrain", **LORA, **{"model.preset": "mixtral_tiny", "mesh.fsdp": 4,
+                                             "mesh.tensor": 2, "model.moe_impl": "dense",
+                                             "mesh.expert_parallel": ep})
+        with axis_rules(rules_for(ep)):
+            s = setup(config, 512)
+            mc = mp.model_config_of(config)
+            state, _ = abstract_train_state(config, mc, s.mesh)
+        assert mc.moe_impl == s.model_config.moe_impl == "dense"
+        assert mc.lora.targets == s.model_config.lora.targets == ("q_proj", "k_proj", "v_proj",
+                                                                  "o_proj")
+        assert jax.tree.map(lambda x: (x.shape, x.dtype, x.sharding), state) == jax.tree.map(
+            lambda x: (x.shape, x.dtype, x.sharding), s.state)
+        spec = s.frozen["layers"]["moe"]["gate_proj"].sharding.spec  # [L, E, d, f]
+        p = mp.plan(config, devices=jax.devices()[:8])
+        moe = p["model"]["moe"]
+        assert (moe["impl"], moe["experts"], moe["experts_axis"]) == (
+            "dense", 4, "fsdp" if ep else None)
+        assert (spec[1] == "fsdp") == ep
+        assert ("whole experts over fsdp" in mp.report(p, "moe", 80.0)) == ep
