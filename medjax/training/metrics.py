@@ -28,11 +28,15 @@ def train_flops_per_token(config: ModelConfig, seq_len: int) -> float:
     """Model FLOPs per trained token: 6 * matmul params + causal attention.
 
     Matmul parameters exclude the embedding lookup (not a matmul) but include
-    the LM head. Attention: 6 * layers * heads * head_dim * seq_len (QK^T and
+    the LM head; a mixture-of-experts layer counts the experts a token runs through
+    (``experts_per_token``) and its router. Attention: 6 * layers * heads * head_dim * seq_len (QK^T and
     AV, forward and backward, halved for the causal mask).
     """
     n = config.num_params - config.vocab_size * config.hidden_size * (
         0 if config.tie_embeddings else 1)
+    if config.num_experts:  # a token runs through experts_per_token experts, not all
+        n -= (config.num_layers * 3 * config.hidden_size * config.intermediate_size
+              * (config.num_experts - config.experts_per_token))
     attn = 6 * config.num_layers * config.num_heads * config.head_dim * seq_len
     return 6 * n + attn
 

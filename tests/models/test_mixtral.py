@@ -175,3 +175,12 @@ def test_moe_fields_are_checked():
     with pytest.raises(models.ConfigError, match="num_local_experts"):
         models.ModelConfig.from_hf(hf)
     assert moe.MOE_IMPLS == ("grouped", "dense")
+
+
+def test_flops_per_token_count_the_active_experts():
+    """Mixtral-8x7B: 12.9B active parameters a token (2 of 8 experts), as published."""
+    from medjax.training.metrics import train_flops_per_token
+    c = models.get_preset("mixtral_8x7b")
+    active = (train_flops_per_token(c, 1) - 6 * c.num_layers * c.num_heads * c.head_dim) / 6
+    embedding = c.vocab_size * c.hidden_size
+    assert abs((active + embedding) / 1e9 - 12.88) < 0.02, active  # 12.9B incl. embeddings
