@@ -264,7 +264,8 @@ class MoE(nn.Module):
             x_btd = (x_btd.astype(jnp.float32) * noise).astype(x_btd.dtype)
         logits = jnp.einsum("btd,de->bte", x_btd, router_de.astype(x_btd.dtype))
         ids, weights, probs = moe_lib.route(c, logits)
-        run = moe_lib.experts_grouped if c.moe_impl == "grouped" else moe_lib.experts_dense
+        run = (moe_lib.experts_grouped_sharded if c.moe_impl == "grouped"
+               else moe_lib.experts_dense)
         y = run(c, x_btd, ids, weights, gate_edf, up_edf, down_efd)
         return constrain(y, ("batch", "length", "embed")), moe_lib.stats(c, probs, ids,
                                                                          segment_ids)

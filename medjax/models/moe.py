@@ -19,9 +19,11 @@ Two implementations of the same function (``config.moe_impl``):
            times the grouped GEMM's FLOPs, ``k`` times the dense implementation's), and on
            NVIDIA GPUs XLA's RaggedDotRewriter expands it the same way unless
            ``--xla_gpu_experimental_use_ragged_dot_fusion=true`` (cuDNN >= 9.22) makes the
-           forward-shaped ones cuDNN grouped GEMMs. The sort spans the whole (global)
-           batch: under data/FSDP sharding the compiled program works on every shard's
-           assignments and all-reduces them (benchmarks/moe.py, RESULTS.md).
+           forward-shaped ones cuDNN grouped GEMMs. Under a mesh it runs per batch
+           shard (``experts_grouped_sharded``: a ``shard_map`` over data x fsdp, each
+           device sorting its own tokens, the experts gathered as FSDP gathers a dense
+           MLP), so it moves what the dense implementation moves (benchmarks/moe.py
+           --part=collectives, RESULTS.md).
   dense    every expert on every token, combined with the routing weights (one-hot):
            ``experts / k`` times the FLOPs, local to each batch shard; the reference for
            tests.
@@ -33,6 +35,8 @@ its sums (``stats``); ``aux_loss`` combines them.
 """
 
 from __future__ import annotations
+
+import math
 
 import jax
 import jax.numpy as jnp
@@ -80,6 +84,32 @@ def experts_grouped(config, x_btd, ids, weights, gate, up, down):
     w = jnp.take(weights.reshape(-1), order)[:, None]
     y = jnp.zeros((b * t, d), jnp.float32).at[token].add(ys.astype(jnp.float32) * w)
     return y.astype(dt).reshape(b, t, d)
+
+
+def experts_grouped_sharded(config, x_btd, ids, weights, gate, up, down):
+    """The grouped path per batch shard: under a mesh, a ``shard_map`` over the batch axes
+    (data, fsdp) lets each device sort and multiply only its own tokens' assignments, with
+    the experts' weights gathered as FSDP gathers a dense MLP's (the ``mlp`` dimension stays
+    split over ``tensor``; the partial outputs of the down projection are summed over it).
+    Without a mesh (or on one device) it is ``experts_grouped``."""
+    mesh = jax.sharding.get_abstract_mesh()
+    if mesh.empty or mesh.size == 1:
+        return experts_grouped(config, x_btd, ids, weights, gate, up, down)
+    from jax.sharding import PartitionSpec as P
+    batch = tuple(a for a in ("data", "fsdp") if a in mesh.axis_names and mesh.shape[a] > 1)
+    tensor = "tensor" if "tensor" in mesh.axis_names and mesh.shape["tensor"] > 1 else None
+    shards = math.prod(mesh.shape[a] for a in batch)
+    if x_btd.shape[0] % shards or (tensor and config.intermediate_size % mesh.shape[tensor]):
+        return experts_grouped(config, x_btd, ids, weights, gate, up, down)  # e.g. init
+    rows = P(batch or None)
+
+    def local(x, i, w, g, u, d):
+        y = experts_grouped(config, x, i, w, g, u, d)
+        return jax.lax.psum(y, tensor) if tensor else y
+
+    return jax.shard_map(local, in_specs=(rows, rows, rows, P(None, None, tensor),
+                                          P(None, None, tensor), P(None, tensor, None)),
+                         out_specs=rows, check_vma=False)(x_btd, ids, weights, gate, up, down)
 
 
 def stats(config, probs, ids, segment_ids) -> dict:
