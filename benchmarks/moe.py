@@ -71,6 +71,7 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 from absl import app, flags  # noqa: E402
+from cpu_load import OtherLoad  # noqa: E402  (benchmarks/, the script directory)
 
 FLAGS = flags.FLAGS
 flags.DEFINE_list("part", ["lowering", "layer", "step", "collectives"],
@@ -93,37 +94,6 @@ IMPLS = ("grouped", "dense")
 # The medium shape of benchmarks/train_throughput.py and online.py, with 8 experts.
 MEDIUM = dict(vocab_size=32000, hidden_size=512, intermediate_size=1536, num_layers=8,
               num_heads=8, num_kv_heads=4, head_dim=64, num_experts=8, experts_per_token=2)
-
-
-class OtherLoad:
-    """Share of all CPUs that other processes used while the block ran (/proc/stat against
-    this process's own CPU time); None where /proc/stat is missing."""
-
-    share = None
-
-    @staticmethod
-    def _sample():
-        with open("/proc/stat") as fh:
-            f = [int(x) for x in fh.readline().split()[1:9]]
-        own = os.times()
-        return sum(f), f[3] + f[4] + f[7], own.user + own.system
-
-    def __enter__(self):
-        try:
-            self._start = self._sample()
-        except (OSError, ValueError, IndexError):
-            self._start = None
-        return self
-
-    def __exit__(self, *exc):
-        if self._start is None:
-            return
-        total, idle, own = (b - a for a, b in zip(self._start, self._sample()))
-        if total > 0:
-            self.share = max(0.0, (total - idle - own * os.sysconf("SC_CLK_TCK")) / total)
-
-    def __str__(self):
-        return "unknown" if self.share is None else f"{100 * self.share:.0f}%"
 
 
 def flops_of(compiled) -> float:
