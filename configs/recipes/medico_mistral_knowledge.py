@@ -29,9 +29,8 @@ full fine-tuning 152 GiB on 8, 76 GiB on 16 (just over an 80 GB GPU), 49 GiB on 
 ``model.moe_impl=dense``: every expert on every token, combined by the routing weights.
 With this JAX/XLA the grouped implementation (``jax.lax.ragged_dot``) is expanded into a
 masked dense matmul over all experts on CPU and, unless cuDNN's ragged-dot fusion is
-enabled, on NVIDIA GPUs too (k = 2 times the dense implementation's FLOPs), and its
-token sort spans the global batch, so a data- or FSDP-sharded run all-reduces activations
-of every device's tokens; dense stays local to each batch shard (RESULTS.md).
+enabled, on NVIDIA GPUs too (k = 2 times the dense implementation's FLOPs). Both run per
+batch shard and gather the experts as FSDP does (RESULTS.md).
 
 Not stated by the card, so chosen here: LoRA rank/alpha, the schedule (3% warmup, cosine
 to 0), AdamW b2 0.999 and no weight decay (transformers' Trainer defaults), gradient
