@@ -81,9 +81,8 @@ def config_module(name: str):
     return mod
 
 
-def load_config(name: str = "pretrain", **overrides):
-    """A config's default variant with dotted-key overrides."""
-    c = config_module(name).get_config()
+def set_keys(c, **overrides):
+    """``c`` with dotted-key overrides (``{"model.lora.rank": 4}``) applied in place."""
     for key, value in overrides.items():
         node = c
         *parents, leaf = key.split(".")
@@ -91,6 +90,11 @@ def load_config(name: str = "pretrain", **overrides):
             node = node[p]
         node[leaf] = value
     return c
+
+
+def load_config(name: str = "pretrain", **overrides):
+    """A config's default variant with dotted-key overrides."""
+    return set_keys(config_module(name).get_config(), **overrides)
 
 
 def tiny_llama3_dir(path) -> str:

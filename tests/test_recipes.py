@@ -4,7 +4,7 @@ two stages carry the seed's settings and run, chained, at toy size."""
 import json
 import os
 
-from conftest import ROOT, config_module
+from conftest import ROOT, config_module, set_keys
 
 from medjax.configs import SAMPLES, check
 
@@ -58,13 +58,7 @@ def _toy(c, tmp_path, **keys):
     c.data.eval_sources = ""
     c.logging.every, c.logging.progress = 1, False
     c.checkpoint.every = 2
-    for key, value in keys.items():
-        node = c
-        *parents, leaf = key.split(".")
-        for p in parents:
-            node = node[p]
-        node[leaf] = value
-    return c
+    return set_keys(c, **keys)
 
 
 def test_medico_mistral_stages_chain_at_toy_size(tmp_path):

@@ -57,6 +57,23 @@ def pack(padded: dict, rows: int, length: int) -> dict:
     return out, r + 1
 
 
+def _device(batch):
+    return {k: jnp.asarray(v) for k, v in batch.items() if k != "example_id"}
+
+
+def assert_same_loss(loss, params, padded, packed, *, metric_atol):
+    """``loss(params, batch) -> (value, metrics)``: equal value, metrics and gradients on the
+    padded and the packed form of the same pairs."""
+    (la, ma), ga = jax.value_and_grad(loss, has_aux=True)(params, padded)
+    (lb, mb), gb = jax.value_and_grad(loss, has_aux=True)(params, packed)
+    np.testing.assert_allclose(float(lb), float(la), rtol=1e-5)
+    for key in ma:
+        np.testing.assert_allclose(float(mb[key]), float(ma[key]), rtol=1e-5,
+                                   atol=metric_atol, err_msg=key)
+    for x, y in zip(jax.tree.leaves(gb), jax.tree.leaves(ga)):
+        np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=1e-4, atol=1e-6)
+
+
 def _slots(packed):
     """(row, slot) of each pair, in packing order."""
     ids = packed["example_id"]
@@ -70,10 +87,8 @@ def test_packed_sequence_logps_equal_padded(tools):
     assert np.array_equal(pair_real(packed).nonzero()[0].size, 8)
     config = models.get_preset("llama3_tiny", vocab_size=128256)
     params = models.init_params(config, jax.random.key(0))
-    want, wlen = sequence_logps(config, params, {k: jnp.asarray(v) for k, v in padded.items()
-                                                 if k != "example_id"}, chunk_size=64)
-    got, glen = sequence_logps(config, params, {k: jnp.asarray(v) for k, v in packed.items()
-                                                if k != "example_id"}, chunk_size=64)
+    want, wlen = sequence_logps(config, params, _device(padded), chunk_size=64)
+    got, glen = sequence_logps(config, params, _device(packed), chunk_size=64)
     slots = _slots(packed)
     got = np.stack([np.asarray(got)[r, k] for r, k in slots])
     glen = np.stack([np.asarray(glen)[r, k] for r, k in slots])
@@ -97,16 +112,8 @@ def test_packed_dpo_loss_metrics_and_gradients_equal_padded(tools, loss_type):
         return dpo_loss(config, p, batch, loss_type=loss_type, beta=0.1, sft_weight=0.3,
                         chunk_size=64)
 
-    a = {k: jnp.asarray(v) for k, v in padded.items() if k != "example_id"}
-    b = {k: jnp.asarray(v) for k, v in packed.items() if k != "example_id"}
-    (la, ma), ga = jax.value_and_grad(loss, has_aux=True)(params, dict(a, ref_logps=ref))
-    (lb, mb), gb = jax.value_and_grad(loss, has_aux=True)(params, dict(b, ref_logps=ref_packed))
-    np.testing.assert_allclose(float(lb), float(la), rtol=1e-5)
-    for key in ma:
-        np.testing.assert_allclose(float(mb[key]), float(ma[key]), rtol=1e-5, atol=1e-4,
-                                   err_msg=key)
-    for x, y in zip(jax.tree.leaves(gb), jax.tree.leaves(ga)):
-        np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=1e-4, atol=1e-6)
+    assert_same_loss(loss, params, dict(_device(padded), ref_logps=ref),
+                     dict(_device(packed), ref_logps=ref_packed), metric_atol=1e-4)
 
 
 def test_packed_reward_loss_metrics_and_gradients_equal_padded(tools):
@@ -121,16 +128,7 @@ def test_packed_reward_loss_metrics_and_gradients_equal_padded(tools):
     def loss(p, batch):
         return reward_loss(config, p, batch, margin=0.1, centering=0.01)
 
-    a = {k: jnp.asarray(v) for k, v in padded.items() if k != "example_id"}
-    b = {k: jnp.asarray(v) for k, v in packed.items() if k != "example_id"}
-    (la, ma), ga = jax.value_and_grad(loss, has_aux=True)(params, a)
-    (lb, mb), gb = jax.value_and_grad(loss, has_aux=True)(params, b)
-    np.testing.assert_allclose(float(lb), float(la), rtol=1e-5)
-    for key in ma:
-        np.testing.assert_allclose(float(mb[key]), float(ma[key]), rtol=1e-5, atol=1e-5,
-                                   err_msg=key)
-    for x, y in zip(jax.tree.leaves(gb), jax.tree.leaves(ga)):
-        np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=1e-4, atol=1e-6)
+    assert_same_loss(loss, params, _device(padded), _device(packed), metric_atol=1e-5)
 
 
 def test_the_pipeline_packs_whole_pairs_with_their_ids(tools):
