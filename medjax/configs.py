@@ -80,8 +80,9 @@ def base(objective: str) -> ml_collections.ConfigDict:
     c.data.max_bad_fraction = 0.01  # with on_bad_record=skip: the most that may be bad
     c.data.max_prompt_length = 512  # preference / KTO prompts
     c.data.truncation_mode = "keep_end"  # which end of a long prompt to keep: keep_start|keep_end
-    # DPO, reward models: padding-free batches: batch_size rows of 2 x seq_len tokens, each holding as many
-    # whole pairs as fit (a step then has batch_size pairs or more; the loss is their mean)
+    # DPO, reward models, KTO: padding-free batches: batch_size rows of 2 x seq_len tokens,
+    # each holding as many whole pairs (KTO: example + KL sequence) as fit (a step then has
+    # batch_size pairs or more; the loss is their mean)
     c.data.pack_pairs = False
     c.data.num_workers = 0  # Grain worker processes for tokenisation (0: in the main process)
     # Logical data shards (0: gcd(batch_size, 8), or one per process past 8 processes). The
@@ -356,9 +357,9 @@ def check(config) -> None:
     for key in ("batch_size", "seq_len"):  # steps=0: evaluate only (eval.at_start)
         if config[key] < 1:
             raise ValueError(f"{key}={config[key]}: must be at least 1")
-    if d.get("pack_pairs") and config.objective.name not in ("dpo", "reward"):
-        raise ValueError(f"data.pack_pairs=True: padding-free batches are built for 'dpo' and "
-                         f"'reward'; objective {config.objective.name!r} reads padded rows "
-                         "(set it False)")
+    if d.get("pack_pairs") and config.objective.name not in ("dpo", "reward", "kto"):
+        raise ValueError(f"data.pack_pairs=True: padding-free pairs are built for 'dpo', "
+                         f"'reward' and 'kto'; objective {config.objective.name!r} reads "
+                         "rows that are already packed or padded (set it False)")
     if d.max_prompt_length < 1:
         raise ValueError(f"data.max_prompt_length={d.max_prompt_length}: must be at least 1")

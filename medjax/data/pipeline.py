@@ -20,6 +20,10 @@ Batches are dicts of numpy arrays for this process:
   kto:            the same [rows, 2, seq_len] arrays with the example at [:, 0] and a
                   mismatched prompt/completion pair (for the KL estimate) at [:, 1],
                   plus label [rows] (True: desirable)
+  kto with data.pack_pairs (padding-free): the example and its KL sequence of each
+                  ``batch_size`` examples (paired as above) packed like preference pairs
+                  into [rows, 2 * seq_len] rows: example k of a row is segment 2k + 1, its
+                  KL sequence 2k + 2; label [rows, seq_len] (slot k's, False where empty)
 The iterator is a Grain ``DatasetIterator``: ``get_state``/``set_state`` resume
 with exactly the next example. Training reads ``data.shards`` logical shards
 (``ShardedBatches``), so the global batch does not depend on the process count.
@@ -207,6 +211,25 @@ def kto_rows(batch: dict, seq_len: int) -> dict:
     return out
 
 
+class KtoExamples(grain_exp.FlatMapTransform):
+    """A ``kto_rows`` batch -> its examples, one ``[2, seq_len]`` unit each (the example
+    and its KL sequence), for packing; the label travels as ``example_id`` (0 / 1)."""
+
+    max_fan_out = 1 << 20
+
+    def flat_map(self, batch):
+        keys = ("input_ids", "loss_mask", "segment_ids", "positions")
+        return [dict({k: batch[k][i] for k in keys}, example_id=np.int64(batch["label"][i]))
+                for i in range(len(batch["label"])) if batch["segment_ids"][i, 0].any()]
+
+
+def packed_kto(batch: dict) -> dict:
+    """Packed ``KtoExamples`` -> the padding-free KTO batch (module docstring)."""
+    out = packed_pairs(batch)
+    out["label"] = out.pop("example_id") == 1
+    return out
+
+
 class KeepStart(grain.transforms.Map):
     """Truncates an over-long conversation to ``seq_len``, logging how many so far."""
 
@@ -279,15 +302,20 @@ def build_pipeline(data_cfg, tokenizer, template, *, objective: str, seq_len: in
             it, length_struct={"input_ids": seq_len, "loss_mask": seq_len},
             num_packing_bins=max(batch_size, MIN_PACKING_BINS), seed=seed, shuffle_bins=shuffle)
         return it.batch(batch_size, drop_remainder=drop_remainder).map(_rename_packed)
-    if kind == "preference" and data_cfg.get("pack_pairs", False):  # padding-free
+    packed = kind in ("preference", "kto") and data_cfg.get("pack_pairs", False)
+    if kind == "kto":  # mismatched KL pairs are formed within each batch_size examples
+        it = it.batch(batch_size, drop_remainder=drop_remainder and not packed)
+        it = it.map(lambda b: kto_rows(b, seq_len))
+        if not packed:
+            return it
+        it = grain_exp.FlatMapIterDataset(it, KtoExamples())
+    if packed:  # padding-free: whole pairs (or KTO example + KL sequence) per row
         it = grain_exp.FirstFitPackIterDataset(
             it.map(PairToDocument()), length_struct={k: 2 * seq_len for k in PAIR_FEATURES},
             num_packing_bins=max(batch_size, MIN_PACKING_BINS), seed=seed, shuffle_bins=shuffle)
-        return it.batch(batch_size, drop_remainder=drop_remainder).map(packed_pairs)
-    it = it.batch(batch_size, drop_remainder=drop_remainder)
-    if kind == "kto":
-        it = it.map(lambda b: kto_rows(b, seq_len))
-    return it
+        return it.batch(batch_size, drop_remainder=drop_remainder).map(
+            packed_kto if kind == "kto" else packed_pairs)
+    return it.batch(batch_size, drop_remainder=drop_remainder)
 
 
 def data_shards(config, process_count: int) -> int:

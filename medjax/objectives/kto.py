@@ -8,6 +8,12 @@ estimate), ``label [rows]`` and ``ref_logps [rows, 2]``. The KL estimate
 
 is detached and, because the loss is computed on the global (sharded) batch
 inside one jitted step, averaged over every device's rows.
+
+Padding-free batches (``data.pack_pairs``): ``[rows, 2 * seq_len]`` rows holding several
+examples, each followed by its KL sequence (segments 2k + 1 and 2k + 2), ``label [rows,
+seq_len]`` and ``ref_logps [rows, seq_len, 2]`` per slot; every slot is an example
+(empty slots have no tokens and weigh nothing), so the loss is the same function of the
+same examples.
 """
 
 from __future__ import annotations
@@ -43,14 +49,16 @@ def kto_loss(config: ModelConfig, params, batch: dict, rng=None, *, beta: float 
              chunk_size: int = 1024):
     del rng
     policy, lengths = sequence_logps(config, params, batch, chunk_size=chunk_size)
+    policy, lengths = policy.reshape(-1, 2), lengths.reshape(-1, 2)  # packed: every slot
+    label = batch["label"].reshape(-1)
     real = lengths[:, 0] > 0
-    losses, kl, rewards = kto_losses(policy, batch["ref_logps"], batch["label"],
+    losses, kl, rewards = kto_losses(policy, batch["ref_logps"].reshape(-1, 2), label,
                                      lengths[:, 1] > 0, beta=beta,
                                      desirable_weight=desirable_weight,
                                      undesirable_weight=undesirable_weight)
     realf = real.astype(jnp.float32)
-    good = realf * batch["label"]
-    bad = realf * (1 - batch["label"].astype(jnp.float32))
+    good = realf * label
+    bad = realf * (1 - label.astype(jnp.float32))
     n = jnp.maximum(realf.sum(), 1.0)
     metrics = {
         "kl": kl,

@@ -177,6 +177,6 @@ def test_packed_run_precomputed_equals_frozen_on_eight_devices(tmp_path):
 
 def test_pack_pairs_is_refused_for_other_objectives():
     from medjax.configs import check
-    c = load_config("kto", **{"data.pack_pairs": True})
-    with pytest.raises(ValueError, match="data.pack_pairs=True: .*'kto'"):
+    c = load_config("sft", **{"data.pack_pairs": True})
+    with pytest.raises(ValueError, match="data.pack_pairs=True: .*'sft'"):
         check(c)
