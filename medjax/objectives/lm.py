@@ -5,6 +5,14 @@ float32. ``token_nll`` never materialises them: it scans over chunks of
 positions, computes each chunk's logits (float32 accumulation), keeps only the
 per-token log-likelihood and log-partition, and its custom backward pass
 recomputes each chunk's logits, so peak memory is one chunk's logits.
+
+The language-model loss itself (pretraining, SFT) is a weighted sum of per-token
+terms whose weights are known before the backward pass, so ``weighted_nll_sums``
+goes further: its forward pass computes each chunk's logits once and, right
+there, the chunk's contribution to the gradients of the hidden states and of the
+output projection; the backward pass only scales them by the incoming cotangent.
+The vocabulary projection then costs three matmuls instead of four (no recompute)
+and still holds one chunk's logits at a time (``objective.lm_head_grad``).
 """
 
 from __future__ import annotations
@@ -173,12 +181,99 @@ def token_nll(hidden_btd: jax.Array, kernel_dv: jax.Array, targets_bt: jax.Array
     return nll, lse
 
 
+def _chunks(x_bt, chunk: int):
+    """[b, t, ...] -> [t / chunk, b, chunk, ...] (t padded with zeros to a multiple)."""
+    b, t = x_bt.shape[:2]
+    pad = -t % chunk
+    if pad:
+        x_bt = jnp.pad(x_bt, [(0, 0), (0, pad)] + [(0, 0)] * (x_bt.ndim - 2))
+    return x_bt.reshape((b, (t + pad) // chunk, chunk) + x_bt.shape[2:]).swapaxes(0, 1)
+
+
+def _sums_chunk(h_bkd, kernel_dv, y_bk, w_bk):
+    logits = _chunk_logits(h_bkd, kernel_dv)
+    lse = jax.nn.logsumexp(logits, axis=-1)
+    target = jnp.take_along_axis(logits, y_bk[..., None], axis=-1)[..., 0]
+    return logits, lse, ((lse - target) * w_bk).sum(), (jnp.square(lse) * w_bk).sum()
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(4,))
+def _weighted_sums(h_cbkd, kernel_dv, y_cbk, w_cbk, z_coef: float):
+    def body(acc, xs):
+        _, _, nll, z = _sums_chunk(*xs[:1], kernel_dv, *xs[1:])
+        return (acc[0] + nll, acc[1] + z), None
+
+    zero = jnp.zeros((), jnp.float32)
+    (nll, z), _ = jax.lax.scan(body, (zero, zero), (h_cbkd, y_cbk, w_cbk))
+    return nll + z_coef * z, (nll, z)
+
+
+def _weighted_sums_fwd(h_cbkd, kernel_dv, y_cbk, w_cbk, z_coef):
+    """Sums and, per chunk, d total / d logits = w * (softmax * (1 + 2 z lse) - onehot)
+    pushed through the projection at once: dh per chunk, dk accumulated in float32."""
+    def body(carry, xs):
+        nll, z, dk = carry
+        h_bkd, y_bk, w_bk = xs
+        logits, lse, n, zz = _sums_chunk(h_bkd, kernel_dv, y_bk, w_bk)
+        scale = w_bk * (1.0 + 2.0 * z_coef * lse) if z_coef else w_bk
+        d = jnp.exp(logits - lse[..., None]) * scale[..., None]
+        d = d - jax.nn.one_hot(y_bk, logits.shape[-1], dtype=d.dtype) * w_bk[..., None]
+        d = d.astype(h_bkd.dtype)
+        dh = jnp.einsum("bkv,dv->bkd", d, kernel_dv.astype(h_bkd.dtype),
+                        preferred_element_type=jnp.float32)
+        dk = dk + jnp.einsum("bkd,bkv->dv", h_bkd, d, preferred_element_type=jnp.float32)
+        return (nll + n, z + zz, dk), dh
+
+    zero = jnp.zeros((), jnp.float32)
+    dk0 = jnp.zeros(kernel_dv.shape, jnp.float32)
+    (nll, z, dk), dh = jax.lax.scan(body, (zero, zero, dk0), (h_cbkd, y_cbk, w_cbk))
+    # dtypes travel as zero-size arrays (residuals are arrays)
+    return (nll + z_coef * z, (nll, z)), (dh, dk, jnp.zeros((0,), h_cbkd.dtype),
+                                          jnp.zeros((0,), kernel_dv.dtype))
+
+
+def _weighted_sums_bwd(z_coef, res, cotangents):
+    """Only the total is differentiable (the two sums are reported for metrics: callers
+    stop their gradient); its gradient was computed forward, scaled here."""
+    del z_coef
+    dh, dk, h_like, k_like = res
+    g = cotangents[0]
+    return (dh * g).astype(h_like.dtype), (dk * g).astype(k_like.dtype), None, None
+
+
+_weighted_sums.defvjp(_weighted_sums_fwd, _weighted_sums_bwd)
+
+
+def weighted_nll_sums(hidden_btd: jax.Array, kernel_dv: jax.Array, targets_bt: jax.Array,
+                      weights_bt: jax.Array, *, z_coef: float = 0.0, chunk_size: int = 1024
+                      ) -> tuple[jax.Array, tuple[jax.Array, jax.Array]]:
+    """``sum(w * nll) + z_coef * sum(w * lse^2)`` over every position, and the two sums.
+
+    Differentiable in the total only (the sums are for logging and get no gradient);
+    the gradients of the hidden states and of the kernel are computed in the forward
+    pass, one chunk of ``[b, chunk, vocab]`` float32 logits at a time, and equal those
+    of ``token_nll`` (tests/objectives/test_lm.py).
+    """
+    chunk = min(chunk_size, hidden_btd.shape[1])
+    total, (nll, z) = _weighted_sums(_chunks(hidden_btd, chunk), kernel_dv,
+                                     _chunks(targets_bt, chunk),
+                                     _chunks(weights_bt.astype(jnp.float32), chunk),
+                                     float(z_coef))
+    return total, jax.lax.stop_gradient((nll, z))
+
+
+LM_HEAD_GRADS = ("fused", "recompute")
+
+
 def lm_loss(config: ModelConfig, params, batch: dict, rng=None, *, z_loss: float = 0.0,
-            chunk_size: int = 1024, neftune_alpha: float = 0.0, router_aux: float = -1.0):
+            chunk_size: int = 1024, neftune_alpha: float = 0.0, router_aux: float = -1.0,
+            lm_head_grad: str = "fused"):
     """Mean next-token NLL over trainable targets, plus optional z-loss and, for a
     mixture-of-experts model, the router's load-balancing loss times ``router_aux``
     (-1: the model's ``router_aux_loss_coef``), as transformers' Mixtral with
-    ``output_router_logits=True``.
+    ``output_router_logits=True``. ``lm_head_grad``: "fused" (``weighted_nll_sums``:
+    the vocabulary projection's gradients computed in the forward pass) or "recompute"
+    (``token_nll``: logits recomputed in the backward pass); the same values.
 
     Returns ``(loss, metrics)``; ``metrics["weight"]`` is the number of target
     tokens the mean is over (used to combine micro-batches exactly).
@@ -193,16 +288,22 @@ def lm_loss(config: ModelConfig, params, batch: dict, rng=None, *, z_loss: float
                          moe_stats=bool(config.num_experts))
     hidden, stats = out if config.num_experts else (out, None)
     targets, weights = next_token_targets(batch)
-    nll, lse = token_nll(hidden, lm_head_kernel(config, params), targets, chunk_size=chunk_size)
     count = weights.sum()
     denom = jnp.maximum(count, 1.0)
-    nll_mean = (nll * weights).sum() / denom
-    loss = nll_mean
-    metrics = {"nll": nll_mean, "weight": count}
+    kernel = lm_head_kernel(config, params)
+    if lm_head_grad == "fused":
+        total, (nll_sum, z_sum) = weighted_nll_sums(hidden, kernel, targets, weights,
+                                                    z_coef=z_loss, chunk_size=chunk_size)
+        loss = total / denom
+    elif lm_head_grad == "recompute":
+        nll, lse = token_nll(hidden, kernel, targets, chunk_size=chunk_size)
+        nll_sum, z_sum = (nll * weights).sum(), (jnp.square(lse) * weights).sum()
+        loss = (nll_sum + z_loss * z_sum) / denom
+    else:
+        raise ValueError(f"objective.lm_head_grad={lm_head_grad!r}: one of {LM_HEAD_GRADS}")
+    metrics = {"nll": nll_sum / denom, "weight": count}
     if z_loss:
-        z = (jnp.square(lse) * weights).sum() / denom
-        loss = loss + z_loss * z
-        metrics["z_loss"] = z
+        metrics["z_loss"] = z_sum / denom
     if stats is not None:
         from ..models.moe import aux_loss
         aux, load = aux_loss(config, stats)
@@ -218,15 +319,21 @@ def _lm_config(c) -> None:
     c.objective.z_loss = 0.0
     c.objective.neftune_alpha = 0.0  # NEFTune noise on the embeddings (per packed document)
     c.objective.loss_chunk_size = 1024  # positions per chunk of the vocabulary projection
+    # fused: the vocabulary projection's gradients are computed in the forward pass (3
+    # matmuls, no logits kept); recompute: the backward recomputes each chunk's logits (4)
+    c.objective.lm_head_grad = "fused"
     # Mixture of experts: the load-balancing loss's weight (-1: the model's
     # router_aux_loss_coef, as transformers with output_router_logits=True; 0: logged only)
     c.objective.router_aux_loss_coef = -1.0
 
 
 def _make_lm_loss(o, model_config: ModelConfig):
+    if o.get("lm_head_grad", "fused") not in LM_HEAD_GRADS:
+        raise ValueError(f"objective.lm_head_grad={o.lm_head_grad!r}: one of {LM_HEAD_GRADS}")
     return functools.partial(lm_loss, model_config, z_loss=o.z_loss,
                              neftune_alpha=o.neftune_alpha, chunk_size=o.loss_chunk_size,
-                             router_aux=o.get("router_aux_loss_coef", -1.0))
+                             router_aux=o.get("router_aux_loss_coef", -1.0),
+                             lm_head_grad=o.get("lm_head_grad", "fused"))
 
 
 register(Objective(name="pretrain", kind="text", add_config=_lm_config,

@@ -7,6 +7,7 @@ import pytest
 
 from medjax.models import get_preset, init_params
 from medjax.objectives import lm_loss, next_token_targets, token_nll
+from medjax.objectives.lm import weighted_nll_sums
 
 
 @pytest.mark.parametrize("chunk", [1, 7, 16, 64])
@@ -100,6 +101,75 @@ def test_lm_loss_equals_mean_of_log_softmax():
     np.testing.assert_allclose(metrics["nll"], nll, rtol=1e-5)
     assert metrics["weight"] == 2 * 11
     assert loss > metrics["nll"]  # z-loss adds a positive term
+
+
+@pytest.mark.parametrize("chunk", [1, 7, 64])
+def test_fused_weighted_sums_match_float64_reference(chunk):
+    """``weighted_nll_sums`` (gradients computed in the forward pass): the total, the two
+    sums and the gradients of the hidden states and the kernel, scaled by a cotangent,
+    equal float64 NumPy."""
+    rs = np.random.RandomState(2)
+    h = rs.randn(2, 37, 16).astype(np.float32)
+    w = (rs.randn(16, 50) * 0.5).astype(np.float32)
+    y = rs.randint(0, 50, (2, 37))
+    wt = (rs.rand(2, 37) > 0.3) * rs.uniform(0.5, 2, (2, 37))
+    z, g = 0.02, 0.37  # z-loss coefficient; the cotangent of the total
+
+    def total(hh, ww):
+        t, sums = weighted_nll_sums(hh, ww, jnp.asarray(y), jnp.asarray(wt, jnp.float32),
+                                    z_coef=z, chunk_size=chunk)
+        return g * t, sums
+
+    (value, (nll_sum, z_sum)), (gh, gw) = jax.value_and_grad(total, argnums=(0, 1),
+                                                             has_aux=True)(jnp.asarray(h),
+                                                                           jnp.asarray(w))
+    logits = h.astype(np.float64) @ w.astype(np.float64)
+    m = logits.max(-1, keepdims=True)
+    lse = (m + np.log(np.exp(logits - m).sum(-1, keepdims=True)))[..., 0]
+    nll = lse - np.take_along_axis(logits, y[..., None], -1)[..., 0]
+    np.testing.assert_allclose(nll_sum, (wt * nll).sum(), rtol=1e-5)
+    np.testing.assert_allclose(z_sum, (wt * lse ** 2).sum(), rtol=1e-5)
+    np.testing.assert_allclose(value, g * ((wt * nll).sum() + z * (wt * lse ** 2).sum()),
+                               rtol=1e-5)
+    d = np.exp(logits - lse[..., None]) * (wt * (1 + 2 * z * lse))[..., None]
+    d[np.arange(2)[:, None], np.arange(37)[None], y] -= wt
+    np.testing.assert_allclose(gh, g * d @ w.T.astype(np.float64), rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(gw, g * np.einsum("btd,btv->dv", h.astype(np.float64), d),
+                               rtol=1e-4, atol=1e-4)
+
+
+def test_lm_loss_fused_equals_recompute_on_one_and_eight_devices():
+    """objective.lm_head_grad: the fused and the recomputing vocabulary projection give the
+    same loss, metrics and parameter gradients, also sharded over 8 devices."""
+    from jax.sharding import NamedSharding, PartitionSpec as P
+
+    from medjax.parallel import make_mesh
+    config = get_preset("llama3_tiny", vocab_size=512)
+    params = init_params(config, jax.random.key(4))
+    rs = np.random.RandomState(5)
+    batch = {"input_ids": jnp.asarray(rs.randint(0, 512, (8, 24))),
+             "segment_ids": jnp.asarray(np.repeat([[1] * 10 + [2] * 11 + [0] * 3], 8, 0)),
+             "loss_mask": jnp.asarray(rs.rand(8, 24) > 0.4, jnp.int32)}
+
+    def grads(impl):
+        return jax.jit(jax.value_and_grad(
+            lambda p, b: lm_loss(config, p, b, z_loss=1e-3, chunk_size=8, lm_head_grad=impl),
+            has_aux=True))
+
+    (want, wm), wg = grads("recompute")(params, batch)
+    mesh = make_mesh(data=2, fsdp=4, tensor=1)
+    sharded = {k: jax.device_put(v, NamedSharding(mesh, P(("data", "fsdp")))) for k, v in
+               batch.items()}
+    with jax.set_mesh(mesh):
+        eight = grads("fused")(jax.device_put(params, NamedSharding(mesh, P())), sharded)
+    for (got, gm), gg in (grads("fused")(params, batch), eight):
+        np.testing.assert_allclose(got, want, rtol=1e-6)
+        for k in wm:
+            np.testing.assert_allclose(gm[k], wm[k], rtol=1e-6, err_msg=k)
+        for a, b in zip(jax.tree.leaves(gg), jax.tree.leaves(wg)):
+            np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-7)
+    with pytest.raises(ValueError, match="lm_head_grad='bogus'"):
+        lm_loss(config, params, batch, lm_head_grad="bogus")
 
 
 def test_neftune_noise_uses_each_documents_length():
