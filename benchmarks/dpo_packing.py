@@ -3,10 +3,11 @@
     python benchmarks/dpo_packing.py                       # medium shape, lengths / 4
     python benchmarks/dpo_packing.py --scale=1 --seq_len=1536 --shape=tiny
 
-The data: synthetic preference records whose lengths follow a spread like
-UltraMedical's (prompt 50-600 tokens, responses 50-900, uniform; ``--scale`` divides
-them so that a CPU can run the medium shape), written as JSONL and read through the
-real pipeline (tokeniser, chat template, validation, packing). Both runs use the same
+The data: synthetic preference records (``benchmarks/synthetic.py``) whose lengths
+follow a spread like UltraMedical's (prompt 50-600 tokens, responses 50-900, uniform;
+``--scale`` divides them so that a CPU can run the medium shape), written as JSONL and
+read through the real pipeline (tokeniser, chat template, validation, packing). Both
+runs use the same
 config, model (a random model of the medium shape: hidden 512, MLP 1536, 8 layers, 8/4
 heads, vocabulary 32,000 with Mistral's tokenizer and template; or llama3_tiny with
 Llama-3's), a frozen reference
@@ -21,7 +22,6 @@ tokens/s over all positions, real tokens/s, pairs/s, and the packed / padded rat
 
 from __future__ import annotations
 
-import json
 import os
 import statistics
 import tempfile
@@ -30,6 +30,7 @@ import time
 import jax
 import numpy as np
 from absl import app, flags
+from synthetic import write_data  # benchmarks/, the script directory
 
 FLAGS = flags.FLAGS
 flags.DEFINE_enum("shape", "medium", ["medium", "tiny"], "Model shape.")
@@ -38,26 +39,6 @@ flags.DEFINE_integer("seq_len", 384, "Per-sequence max length (packed rows: 2 x 
 flags.DEFINE_integer("batch_size", 8, "Pairs (padded) / rows (packed) per step.")
 flags.DEFINE_integer("steps", 4, "Timed steps per mode.")
 flags.DEFINE_integer("records", 600, "Synthetic preference records.")
-
-WORDS = ("patient presents with fever cough dyspnea chest pain history of hypertension "
-         "diabetes mellitus treatment dose daily mg renal hepatic function monitoring "
-         "first-line therapy contraindicated pregnancy adverse effects include nausea "
-         "headache dizziness rash the and of in to is for with on as by").split()
-
-
-def write_data(path: str, n: int, scale: float, seed: int = 0) -> None:
-    rs = np.random.RandomState(seed)
-
-    def text(tokens: int) -> str:  # about 1.3 tokens per word
-        return " ".join(rs.choice(WORDS, max(1, int(tokens / 1.3))))
-
-    with open(path, "w") as f:
-        for _ in range(n):
-            p, c, r = (int(rs.uniform(lo, hi) / scale) for lo, hi in
-                       ((50, 600), (50, 900), (50, 900)))
-            f.write(json.dumps({"prompt": text(p), "chosen": text(c),
-                                "rejected": text(r)}) + "\n")
-
 
 def medium_dir(tmp: str) -> str:
     import torch
