@@ -63,7 +63,7 @@ one copy of the bf16 stacks and those float32 weight copies (their sizes are rea
 from the compiled HLO); it is an estimate, not a GPU measurement. A GPU adds its own
 workspace (cuBLAS/cuDNN, NCCL buffers), and JAX preallocates 75% of GPU memory
 unless XLA_PYTHON_CLIENT_MEM_FRACTION is raised, so leave headroom. Attention
-is compiled as configured; ``attention='xla'`` materialises [heads, seq, seq]
+is compiled as configured (``auto`` as on a GPU: ``xla``); ``attention='xla'`` materialises [heads, seq, seq]
 scores, while ``cudnn`` (flash attention, GPU only) cannot be compiled here
 and would need less.
 """
@@ -176,8 +176,10 @@ RECIPES = (
 def model_config_of(config, num_layers: int | None = None) -> models.ModelConfig:
     """The architecture ``state.starting_model`` would build, without its weights."""
     m = config.model
+    # "auto" would resolve to the CPU's blocked attention here; a GPU runs xla (or cudnn)
+    attention = "xla" if m.attention == "auto" else m.attention
     overrides = dict(param_dtype=m.param_dtype, dtype=m.dtype, remat_policy=m.remat_policy,
-                     scan_layers=m.scan_layers, attention=m.attention,
+                     scan_layers=m.scan_layers, attention=attention,
                      moe_impl=m.get("moe_impl", "grouped"))
     hf_json = os.path.join(m.init_from, "config.json") if m.init_from else ""
     if hf_json and os.path.isfile(hf_json):

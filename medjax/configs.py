@@ -37,7 +37,9 @@ def base(objective: str) -> ml_collections.ConfigDict:
     c.model.dtype = "float32"  # compute: float32 | bfloat16 | float16
     c.model.remat_policy = "none"  # activation recomputation: none | full | dots | dots_no_batch
     c.model.scan_layers = True  # layers as one scanned block (fast compiles)
-    c.model.attention = "xla"  # xla | cudnn (fused, GPU)
+    # auto (blocked on CPU, xla elsewhere) | xla (dense scores) | blocked (masked key blocks
+    # skipped) | cudnn (fused, GPU)
+    c.model.attention = "auto"
     # Mixture-of-experts layers: grouped (tokens sorted by expert, jax.lax.ragged_dot) |
     # dense (every expert on every token; local to each batch shard): benchmarks/RESULTS.md
     c.model.moe_impl = "grouped"

@@ -3,13 +3,13 @@ loader (``load``) for HF directories, medjax model checkpoints and training work
 
 from .config import ConfigError, ModelConfig, RopeScaling
 from .decoder import (HEADS, abstract_params, forward, forward_hidden, head_of, init_params,
-                      lm_head_kernel, param_logical_axes, param_shardings)
+                      lm_head_kernel, param_logical_axes, param_shardings, segments_at_most)
 from .presets import PRESETS, get_preset
 
 __all__ = [
     "ConfigError", "ModelConfig", "RopeScaling", "PRESETS", "get_preset", "HEADS",
     "abstract_params", "forward", "forward_hidden", "head_of", "init_params", "lm_head_kernel",
-    "param_logical_axes", "param_shardings",
+    "param_logical_axes", "param_shardings", "segments_at_most",
 ]
 
 from .hf import CheckpointError, load_hf, save_hf  # noqa: E402

@@ -18,7 +18,7 @@ import numpy as np
 
 log = logging.getLogger(__name__)
 
-ATTENTION_BACKENDS = ("xla", "cudnn")
+ATTENTION_BACKENDS = ("auto", "xla", "blocked", "cudnn")
 REMAT_POLICIES = ("none", "full", "dots", "dots_no_batch")
 DTYPES = ("float32", "bfloat16", "float16")
 # model_type -> architecture class name written to config.json
@@ -96,7 +96,10 @@ class ModelConfig:
     moe_impl: str = "grouped"  # grouped (sorted tokens, ragged_dot) | dense (one-hot, tests)
     param_dtype: str = "float32"
     dtype: str = "float32"  # compute dtype of activations and matmuls
-    attention: str = "xla"  # "xla" (any platform) or "cudnn" (GPU)
+    # "xla": jax.nn.dot_product_attention, dense [t, t] scores (any platform); "blocked": the
+    # same in query blocks that skip the key blocks the causal mask (and sliding window) rule
+    # out (exact, fastest on CPU); "cudnn": fused (GPU); "auto": blocked on CPU, else xla
+    attention: str = "auto"
     remat_policy: str = "none"
     scan_layers: bool = True
     # Low-rank adapters (medjax.models.lora.LoraConfig) trained over this frozen model; not

@@ -27,7 +27,7 @@ import functools
 import jax
 import jax.numpy as jnp
 
-from ..models import ModelConfig, forward_hidden, lm_head_kernel
+from ..models import ModelConfig, forward_hidden, segments_at_most, lm_head_kernel
 from .lm import next_token_targets, token_nll
 from .registry import Objective, register
 
@@ -54,8 +54,9 @@ def _packed_sequence_logps(config, params, batch, chunk_size, chosen_nll):
     pair k; empty slots 0), summed per segment."""
     seg = batch["segment_ids"]
     rows, length = seg.shape
-    hidden = forward_hidden(config, params, batch["input_ids"], segment_ids=seg,
-                            positions=batch["positions"])
+    # each sequence of a packed row is at most seq_len = length / 2 tokens
+    hidden = forward_hidden(segments_at_most(config, length // 2), params, batch["input_ids"],
+                            segment_ids=seg, positions=batch["positions"])
     targets, weights = next_token_targets(batch)
     computed = weights
     if chosen_nll:

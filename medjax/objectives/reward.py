@@ -15,7 +15,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ..models import ModelConfig, forward_hidden
+from ..models import ModelConfig, forward_hidden, segments_at_most
 from .preference import flatten_pairs
 from .registry import Objective, register
 
@@ -37,8 +37,9 @@ def _packed_rewards(config: ModelConfig, params, batch: dict):
     row at segments 2k + 1, 2k + 2): each sequence scored at its last token."""
     seg = batch["segment_ids"]
     rows, length = seg.shape
-    hidden = forward_hidden(config, params, batch["input_ids"], segment_ids=seg,
-                            positions=batch["positions"])
+    # each sequence of a packed row is at most seq_len = length / 2 tokens
+    hidden = forward_hidden(segments_at_most(config, length // 2), params, batch["input_ids"],
+                            segment_ids=seg, positions=batch["positions"])
     r_bt = jnp.einsum("btd,d->bt", hidden.astype(jnp.float32),
                       params["reward_head"]["kernel"].astype(jnp.float32))
     index = jnp.where(seg > 0, seg - 1, length)

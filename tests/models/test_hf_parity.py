@@ -27,6 +27,20 @@ def test_logits_match_transformers(hf_case, case, scan):
     np.testing.assert_allclose(out, ref, atol=TOL, rtol=0)
 
 
+@pytest.mark.parametrize("case", ["llama_gqa", "mistral_window"])
+def test_blocked_attention_logits_match_transformers(hf_case, case, monkeypatch):
+    """attention='blocked' with blocks of 8 (5 of them at length 40; the window of 8 then
+    starts inside an earlier block) gives transformers' logits."""
+    from medjax.models import decoder
+    monkeypatch.setattr(decoder, "ATTENTION_BLOCK", 8)
+    path, model, length = hf_case(case)
+    config, params = load_hf(path, attention="blocked")
+    assert length > 2 * 8
+    ids = random_ids(2, length, config.vocab_size, seed=1)
+    out = np.asarray(forward(config, params, jnp.asarray(ids)))
+    np.testing.assert_allclose(out, hf_logits(model, ids), atol=TOL, rtol=0)
+
+
 def test_case_features_are_exercised(hf_case):
     """The special features change the logits: a model without them would fail parity."""
     cfg, params = load_hf(hf_case("mistral_window")[0])
