@@ -136,8 +136,10 @@ def segments_at_most(config: ModelConfig, length: int) -> ModelConfig:
 
 
 # Smallest query block of the "blocked" attention; sequences of up to twice this run dense.
-ATTENTION_BLOCK = 64
-MAX_ATTENTION_BLOCKS = 16  # longer sequences get longer blocks (compile time)
+# Measured on CPU (RESULTS.md, "Blocked attention"): no gain at 512 tokens, blocks of 256
+# beat 128 and 64 at 2048 (per-block overhead), hence at most 8 blocks.
+ATTENTION_BLOCK = 128
+MAX_ATTENTION_BLOCKS = 8  # longer sequences get longer blocks
 
 
 def blocked_attention(q_btnh, k_btkh, v_btkh, segment_ids, *, window: int | None,
