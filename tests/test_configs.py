@@ -55,7 +55,7 @@ def test_configs_import_the_base_as_a_module():
 def test_base_has_only_the_objectives_keys():
     assert set(base("reward").objective.keys()) == {"name", "margin", "centering"}
     assert set(base("pretrain").objective.keys()) == {"name", "z_loss", "neftune_alpha",
-                                                      "loss_chunk_size",
+                                                      "loss_chunk_size", "lm_head_grad",
                                                       "router_aux_loss_coef"}
 
 
