@@ -111,6 +111,14 @@ def load_config(name: str = "pretrain", **overrides):
     return set_keys(config_module(name).get_config(), **overrides)
 
 
+def pair_config(name: str, **overrides):
+    """The preference-style config (dpo, kto, reward) of the packed-vs-padded tests: 8 rows of
+    96 tokens, 2 steps, metrics every step, no evaluation."""
+    return load_config(name, **{"batch_size": 8, "seq_len": 96, "steps": 2,
+                                "logging.progress": False, "eval.every": 0,
+                                "logging.every": 1, **overrides})
+
+
 def tiny_llama3_dir(path) -> str:
     """An instruct-style HF directory: a random 2-layer Llama with Llama-3's 128,256
     vocabulary, its tokenizer (tiktoken ranks through transformers' converter), a chat

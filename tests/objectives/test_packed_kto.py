@@ -9,7 +9,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import load_config
+from conftest import pair_config
 from jax.sharding import NamedSharding, PartitionSpec as P
 
 from medjax import models
@@ -20,13 +20,11 @@ from medjax.parallel import make_mesh
 from medjax.training import run
 from medjax.training.state import data_tools
 
-SEQ = 96
+SEQ = 96  # conftest.pair_config's seq_len
 
 
 def _config(**kw):
-    return load_config("kto", **{"batch_size": 8, "seq_len": SEQ, "steps": 2,
-                                 "logging.progress": False, "eval.every": 0,
-                                 "logging.every": 1, **kw})
+    return pair_config("kto", **kw)
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import load_config
+from conftest import load_config, pair_config
 
 from medjax import models
 from medjax.data.pipeline import PairToDocument, pair_real, pipeline_from_config
@@ -19,9 +19,7 @@ from medjax.training.state import data_tools
 
 
 def _config(**kw):
-    return load_config("dpo", **{"batch_size": 8, "seq_len": 96, "steps": 2,
-                                 "logging.progress": False, "eval.every": 0,
-                                 "logging.every": 1, **kw})
+    return pair_config("dpo", **kw)
 
 
 @pytest.fixture(scope="module")
