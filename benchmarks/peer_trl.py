@@ -483,7 +483,9 @@ def trl_worker(job: dict) -> dict:
 
 
 # ----------------------------------------------------------------- orchestration
-def run_job(args, python: str, job: dict, root: str) -> dict:
+def run_job(args, python: str, job: dict, root: str, script: str = "") -> dict:
+    """Runs ``job`` in a subprocess of ``python``: ``script --worker SPEC OUT`` (this file's
+    workers by default); returns its result with the load at its start and its wall time."""
     fd, spec = tempfile.mkstemp(prefix="job_", suffix=".json", dir=root)
     os.close(fd)
     with open(spec, "w") as f:
@@ -500,8 +502,8 @@ def run_job(args, python: str, job: dict, root: str) -> dict:
     t0 = time.perf_counter()
     log = spec[:-5] + ".log"
     with open(log, "w") as f:
-        rc = subprocess.run([python, os.path.abspath(__file__), "--worker", spec, out],
-                            stdout=f, stderr=subprocess.STDOUT, env=env, cwd=ROOT).returncode
+        cmd = [python, os.path.abspath(script or __file__), "--worker", spec, out]
+        rc = subprocess.run(cmd, stdout=f, stderr=subprocess.STDOUT, env=env, cwd=ROOT).returncode
     if rc:
         with open(log) as f:
             tail = f.read()[-4000:]
@@ -651,7 +653,8 @@ def measure(args, trl_py: str, root: str) -> None:
     report(args, plan, results)
 
 
-def report(args, plan, results) -> None:
+def report(args, plan, results, peer: str = "trl", peer_name: str = "TRL") -> None:
+    """The tables of ``results`` (per setting), medjax / ``peer`` ratios of real tokens/s."""
     print(f"\nload average (1/5/15 min) at the end: {load_line()}")
     sources = sorted({r.get("medjax", "?") for (_, _, fw, _), rs in results.items() if fw == "medjax"
                       for r in rs})
@@ -675,19 +678,19 @@ def report(args, plan, results) -> None:
         for name, fw, mode, m, runs in rows:
             print(f"| {name} | {fw} | {mode} | {len(runs)} | {m['seq_step']:.1f} | "
                   f"{m['fill']:.0%} | {m['step']:.2f} | {m['tok']:,.0f} | {m['real']:,.0f} |")
-        print("\nmedjax / TRL, real tokens/s:")
+        print(f"\nmedjax / {peer_name}, real tokens/s:")
         by = {(name, fw, mode): m for name, fw, mode, m, _ in rows}
         for name, fw, mode, m, _ in rows:
             if fw != "medjax":
                 continue
             for (n2, f2, mode2), m2 in by.items():
-                if f2 == "trl" and (n2 == name or (name == "dpo_precompute"
+                if f2 == peer and (n2 == name or (name == "dpo_precompute"
                                                    and n2 == "dpo_frozen")):
                     each = ""
                     if len(m["each_real"]) == len(m2["each_real"]) > 1:
                         each = " (repeat by repeat: " + ", ".join(
                             f"{a / b:.2f}" for a, b in zip(m["each_real"], m2["each_real"])) + ")"
-                    print(f"  {name} medjax {mode} / TRL {mode2}: "
+                    print(f"  {name} medjax {mode} / {peer_name} {mode2}: "
                           f"{m['real'] / m2['real']:.2f}x{each}")
         for name, fw, mode, _, runs in rows:
             extra = runs[0].get("settings") or runs[0].get("config")
