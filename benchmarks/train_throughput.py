@@ -287,21 +287,6 @@ def memory(compiled) -> dict:
     return out
 
 
-def flops_per_token(mc, seq_len: int, trainable: int, head: str = "lm") -> float:
-    """Model FLOPs per trained token (``train_flops_per_token``: 6 x matmul params +
-    causal attention). With LoRA the base's weight gradients are not computed: 4 x the
-    base's matmul params (forward and input gradients) + 6 x the adapters' + attention.
-    A reward model runs no LM head (its scalar head is one dot on one token a row)."""
-    from medjax.training.metrics import train_flops_per_token
-    full = train_flops_per_token(mc, seq_len)
-    if head != "lm":
-        full -= 6 * mc.vocab_size * mc.hidden_size
-    if mc.lora is None:
-        return full
-    matmul = (full - 6 * mc.num_layers * mc.num_heads * mc.head_dim * seq_len) / 6
-    return full - 2 * matmul + 6 * trainable
-
-
 def is_precompute(reference: str) -> bool:
     return reference == "precompute" or reference.startswith("precompute:")
 
@@ -427,8 +412,9 @@ class Run:
         out["tokens_per_s"] = out["tokens"] / out["step_total"]
         out["real_tokens_per_s"] = out["tokens_per_s"] * out["real_fraction"]
         out["pairs_per_s"] = None if self.pairs is None else out["pairs"] / out["step_total"]
-        out["flops"] = flops_per_token(out["model_config"], self.row_len, self.trainable,
-                                       self.unit.head)
+        from medjax.training.metrics import train_flops_per_token
+        out["flops"] = train_flops_per_token(out["model_config"], self.row_len,
+                                             head=self.unit.head, trainable=self.trainable)
         # Per device, the step's peak plus what stays resident beside it (a reference
         # copy); the reference forward runs with the train state (and a base it does not
         # share) resident.

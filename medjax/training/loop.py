@@ -179,7 +179,9 @@ def add_default_hooks(trainer: Trainer, config, s: Setup, writer, evaluate,
                                           trainer.ckpt.latest_step))
     trainer.add_hook(hooks.LogMetrics(
         writer, every=config.logging.every, last_step=config.steps, results=results,
-        flops_per_token=train_flops_per_token(s.model_config, config.seq_len),
+        flops_per_token=train_flops_per_token(
+            s.model_config, config.seq_len, head=s.unit.head,
+            trainable=sum(x.size for x in jax.tree.leaves(s.state["params"]))),
         peak_flops=config.logging.peak_flops or device_peak_flops()))
     if jax.process_index() == 0 and config.logging.progress:
         trainer.add_hook(hooks.ProgressBar(config.steps, trainer.start, results))

@@ -24,20 +24,28 @@ def device_peak_flops() -> float | None:
     return None
 
 
-def train_flops_per_token(config: ModelConfig, seq_len: int) -> float:
+def train_flops_per_token(config: ModelConfig, seq_len: int, *, head: str = "lm",
+                          trainable: int = 0) -> float:
     """Model FLOPs per trained token: 6 * matmul params + causal attention.
 
     Matmul parameters exclude the embedding lookup (not a matmul) but include
-    the LM head; a mixture-of-experts layer counts the experts a token runs through
-    (``experts_per_token``) and its router. Attention: 6 * layers * heads * head_dim * seq_len (QK^T and
-    AV, forward and backward, halved for the causal mask).
+    the LM head, except for a reward model (``head`` other than "lm": its scalar head is
+    one dot on one token a row); a mixture-of-experts layer counts the experts a token
+    runs through (``experts_per_token``) and its router. Attention: 6 * layers * heads *
+    head_dim * seq_len (QK^T and AV, forward and backward, halved for the causal mask).
+    With LoRA (``config.lora``) the base's weight gradients are not computed: 4 x the
+    base's matmul params (forward and input gradients) + 6 x the ``trainable`` params.
     """
     n = config.num_params - config.vocab_size * config.hidden_size * (
         0 if config.tie_embeddings else 1)
     if config.num_experts:  # a token runs through experts_per_token experts, not all
         n -= (config.num_layers * 3 * config.hidden_size * config.intermediate_size
               * (config.num_experts - config.experts_per_token))
+    if head != "lm":
+        n -= config.vocab_size * config.hidden_size
     attn = 6 * config.num_layers * config.num_heads * config.head_dim * seq_len
+    if config.lora is not None:
+        return 4 * n + 6 * trainable + attn
     return 6 * n + attn
 
 

@@ -266,8 +266,10 @@ def test_a_steps_checkpoint_is_written_before_its_evaluation(tmp_path):
     c = load_config("sft", **{"eval.every": 50, "checkpoint.every": 50,
                               "logging.progress": False})
     evaluate = hooks.Evaluate(lambda params: {}, None, {})
-    add_default_hooks(trainer, c, types.SimpleNamespace(model_config=get_preset("llama3_tiny")),
-                      None, evaluate)
+    from medjax import objectives
+    setup = types.SimpleNamespace(model_config=get_preset("llama3_tiny"),
+                                  unit=objectives.get("sft"), state={"params": {}})
+    add_default_hooks(trainer, c, setup, None, evaluate)
     try:
         assert added.index("Checkpoint") < added.index("Evaluate"), added
     finally:

@@ -1,6 +1,9 @@
-"""metrics.jsonl on resume: rows past the checkpoint dropped, a torn last line tolerated."""
+"""metrics.jsonl on resume (rows past the checkpoint dropped, a torn last line tolerated);
+the FLOPs a trained token costs (MFU)."""
 
 import json
+
+import pytest
 
 from medjax.training.metrics import MetricsWriter
 
@@ -20,3 +23,23 @@ def test_a_torn_last_line_does_not_block_the_resume(tmp_path, caplog):
     w.close()
     MetricsWriter(str(tmp_path), resume_step=0, tensorboard=False).close()  # a fresh start
     assert path.read_text() == ""
+
+
+def test_flops_per_token_reward_model_and_lora():
+    """Llama-3-8B has 8.03B parameters (published), two 128,256 x 4,096 vocabulary matrices
+    among them: an LM trains 6 x 7.5B matmul params a token, a reward model (no LM head)
+    6 x 6.98B, and LoRA 4 x the base's + 6 x the adapters' (no base weight gradients)."""
+    from medjax import models
+    from medjax.models import lora as lora_lib
+    from medjax.training.metrics import train_flops_per_token
+    c = models.get_preset("llama3_8b")
+    attn = 6 * c.num_layers * c.num_heads * c.head_dim * 2048
+    vocab = 128256 * 4096
+    lm = train_flops_per_token(c, 2048) - attn
+    reward = train_flops_per_token(c, 2048, head="scalar") - attn
+    assert abs(lm / 6 - (8.03e9 - vocab)) < 0.01e9
+    assert abs(reward / 6 - (8.03e9 - 2 * vocab)) < 0.01e9
+    with_lora = c.replace(lora=lora_lib.LoraConfig(rank=16))
+    adapters = 42_000_000
+    got = train_flops_per_token(with_lora, 2048, trainable=adapters) - attn
+    assert got == pytest.approx(4 * lm / 6 + 6 * adapters)
