@@ -1,13 +1,17 @@
 """Padding-free DPO (``data.pack_pairs``) vs padded DPO on the same data, in one process.
 
     python benchmarks/dpo_packing.py                       # medium shape, lengths / 4
-    python benchmarks/dpo_packing.py --scale=1 --seq_len=1536 --shape=tiny
+    python benchmarks/dpo_packing.py --seq_len=384 --max_prompt_length=192   # tight rows
+    python benchmarks/dpo_packing.py --scale=1 --shape=tiny
 
 The data: synthetic preference records (``benchmarks/synthetic.py``) whose lengths
 follow a spread like UltraMedical's (prompt 50-600 tokens, responses 50-900, uniform;
 ``--scale`` divides them so that a CPU can run the medium shape), written as JSONL and
-read through the real pipeline (tokeniser, chat template, validation, packing). Both
-runs use the same
+read through the real pipeline (tokeniser, chat template, validation, packing). The
+sequence and prompt limits default to UltraMedical's DPO recipe (max length 2048, max
+prompt 512, shared/references.md) divided by ``--scale`` too: 512 and 128 at the default
+scale 4. ``--seq_len=384`` is the tightest limit every pair fits untruncated, the padded
+path's best case. Both runs use the same
 config, model (a random model of the medium shape: hidden 512, MLP 1536, 8 layers, 8/4
 heads, vocabulary 32,000 with Mistral's tokenizer and template; or llama3_tiny with
 Llama-3's), a frozen reference
@@ -35,7 +39,10 @@ from synthetic import write_data  # benchmarks/, the script directory
 FLAGS = flags.FLAGS
 flags.DEFINE_enum("shape", "medium", ["medium", "tiny"], "Model shape.")
 flags.DEFINE_float("scale", 4.0, "Divide the UltraMedical-like lengths by this.")
-flags.DEFINE_integer("seq_len", 384, "Per-sequence max length (packed rows: 2 x this).")
+flags.DEFINE_integer("seq_len", 0, "Per-sequence max length (packed rows: 2 x this); "
+                     "0: UltraMedical's 2048 / --scale.")
+flags.DEFINE_integer("max_prompt_length", 0, "Prompt tokens kept; 0: UltraMedical's "
+                     "512 / --scale.")
 flags.DEFINE_integer("batch_size", 8, "Pairs (padded) / rows (packed) per step.")
 flags.DEFINE_integer("steps", 4, "Timed steps per mode.")
 flags.DEFINE_integer("records", 600, "Synthetic preference records.")
@@ -81,14 +88,18 @@ def mode(config, packed: bool):
     return step, state
 
 
+def seq_len() -> int:
+    return FLAGS.seq_len or int(2048 / FLAGS.scale)
+
+
 def _config(data: str, model_dir: str | None):
     from medjax.configs import base
     c = base("dpo")
     c.data.sources = data
     c.data.eval_sources = ""
-    c.seq_len = FLAGS.seq_len
+    c.seq_len = seq_len()
     c.batch_size = FLAGS.batch_size
-    c.data.max_prompt_length = FLAGS.seq_len // 2
+    c.data.max_prompt_length = FLAGS.max_prompt_length or int(512 / FLAGS.scale)
     c.objective.reference = "frozen"
     c.logging.progress = False
     if model_dir:  # the medium shape's 32,000 vocabulary: Mistral's tokenizer and template
@@ -117,7 +128,8 @@ def run(argv):
             for step, _ in modes.values():
                 step()
     out = {}
-    print(f"DPO, {FLAGS.shape} shape, frozen reference, seq_len {FLAGS.seq_len}, batch "
+    print(f"DPO, {FLAGS.shape} shape, frozen reference, seq_len {seq_len()}, max prompt "
+          f"{config.data.max_prompt_length}, batch "
           f"{FLAGS.batch_size}, lengths / {FLAGS.scale:g}, {jax.device_count()} device(s)")
     print(f"{'mode':8} {'pairs/step':>10} {'real':>6} {'step s':>8} {'tok/s':>8} "
           f"{'real tok/s':>10} {'pairs/s':>8}")
