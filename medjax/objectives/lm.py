@@ -18,6 +18,7 @@ and still holds one chunk's logits at a time (``objective.lm_head_grad``).
 from __future__ import annotations
 
 import functools
+import math
 
 import jax
 import jax.numpy as jnp
@@ -113,6 +114,18 @@ def _one_device() -> bool:
     return jax.device_count() == 1 if mesh.empty else mesh.size == 1
 
 
+def _row_shards():
+    """(mesh, the batch axes) when rows can be split over the current mesh's batch axes
+    (data, fsdp) with nothing split over tensor; else None."""
+    mesh = jax.sharding.get_abstract_mesh()
+    if mesh.empty or mesh.size == 1:
+        return None
+    batch = tuple(a for a in ("data", "fsdp") if a in mesh.axis_names and mesh.shape[a] > 1)
+    if not batch or math.prod(mesh.shape[a] for a in batch) != mesh.size:
+        return None
+    return mesh, batch
+
+
 def token_nll(hidden_btd: jax.Array, kernel_dv: jax.Array, targets_bt: jax.Array, *,
               chunk_size: int = 1024, weights_bt: jax.Array | None = None,
               skip: bool | None = None, max_weighted: int = 0) -> tuple[jax.Array, jax.Array]:
@@ -129,17 +142,40 @@ def token_nll(hidden_btd: jax.Array, kernel_dv: jax.Array, targets_bt: jax.Array
     are a fraction of each row, this cuts the vocabulary projection (the bulk
     of the work for a 128k vocabulary) to about that fraction.
 
-    ``skip`` (default: only on a single device) turns the skipping on or off;
-    results are the same either way. Off on several devices: XLA's SPMD
-    partitioner does not keep the skip's branch (which holds collectives) the
-    same on every device, and the train step then deadlocks (seen on 8 CPU
-    devices in the custom backward pass).
+    ``skip`` None (default): skipping on. On several devices whose mesh splits only rows
+    (data, fsdp; tensor 1) each device runs this on its own rows (a ``shard_map``: the
+    kernel gathered once before, its gradient summed after), so the skip's branches hold
+    no collective and every device skips the chunks its own rows do not need. On a mesh
+    that splits anything else (tensor), or rows that do not divide over it, skipping is
+    off: XLA's SPMD partitioner put collectives inside the skip's branches and did not
+    keep the branch the same on every device, and the train step deadlocked (seen on 8
+    CPU devices in the custom backward pass). ``skip=False``: off; results are the same.
 
     ``max_weighted`` > 0: no row has more weighted positions than that (DPO with
     ``objective.max_completion_length``: responses are truncated to it), so the logits are
     computed for that many sorted positions per row only: a static cut with no control
-    flow, the saving on any number of devices.
+    flow.
     """
+    shards = _row_shards() if skip is None and weights_bt is not None else None
+    if shards is not None:
+        mesh, batch = shards
+        if hidden_btd.shape[0] % math.prod(mesh.shape[a] for a in batch) == 0:
+            from jax.sharding import PartitionSpec as P
+            rows = P(batch)
+            local = functools.partial(_token_nll, chunk_size=chunk_size, skip=True,
+                                      max_weighted=max_weighted)
+            return jax.shard_map(
+                lambda h, k, y, w: local(h, k, y, weights_bt=w),
+                in_specs=(rows, P(), rows, rows), out_specs=(rows, rows),
+                check_vma=False)(hidden_btd, kernel_dv, targets_bt, weights_bt)
+    if skip is None:
+        skip = _one_device()
+    return _token_nll(hidden_btd, kernel_dv, targets_bt, chunk_size=chunk_size,
+                      weights_bt=weights_bt, skip=skip, max_weighted=max_weighted)
+
+
+def _token_nll(hidden_btd, kernel_dv, targets_bt, *, chunk_size, weights_bt, skip,
+               max_weighted):
     b, t, d = hidden_btd.shape
     full_t = t
     order = None
@@ -163,8 +199,6 @@ def token_nll(hidden_btd: jax.Array, kernel_dv: jax.Array, targets_bt: jax.Array
     h_cbkd = hidden_btd.reshape(b, n, chunk, d).swapaxes(0, 1)
     y_cbk = targets_bt.reshape(b, n, chunk).swapaxes(0, 1)
     active_c = active_bt.reshape(b, n, chunk).any(axis=(0, 2))
-    if skip is None:
-        skip = _one_device()
     nll, lse = _chunked_nll(h_cbkd, kernel_dv, y_cbk, active_c,
                             bool(skip) and order is not None and n > 1)
     nll = nll.swapaxes(0, 1).reshape(b, -1)[:, :t]

@@ -76,6 +76,49 @@ def test_token_nll_skips_unweighted_positions_exactly(chunk):
     np.testing.assert_allclose(g, ref_g, rtol=1e-4, atol=1e-4)
 
 
+def test_token_nll_skips_per_device_on_eight_devices():
+    """On a mesh that splits only rows (data x fsdp), each device skips the chunks its own
+    rows do not need (a conditional in the compiled step, no collective inside it): the
+    values and both gradients equal the unskipped computation and the float64 reference.
+    Before, skipping was off on any mesh (the branches held collectives and deadlocked)."""
+    from jax.sharding import NamedSharding, PartitionSpec as P
+
+    from medjax.parallel import make_mesh
+    rs = np.random.RandomState(2)
+    h = rs.randn(8, 24, 8).astype(np.float32)
+    w = rs.randn(8, 40).astype(np.float32)
+    y = rs.randint(0, 40, (8, 24))
+    weights = np.zeros((8, 24), np.float32)
+    weights[0, 20:] = 1.0  # device 0: a 4-token response
+    weights[3, 2:22] = 1.0  # device 3: 20 tokens, more chunks
+    weights[5, [1, 7]] = 2.0  # scattered; devices 1, 2, 4, 6, 7: none at all
+
+    def total(hh, ww, skip):
+        nll, lse = token_nll(hh, ww, jnp.asarray(y), chunk_size=4,
+                             weights_bt=jnp.asarray(weights), skip=skip)
+        return (nll * weights).sum() + 0.1 * (lse * weights).sum(), nll
+
+    grad = jax.value_and_grad(total, argnums=(0, 1), has_aux=True)
+    (_, want_nll), (want_h, want_w) = jax.jit(grad, static_argnums=2)(h, w, False)
+    mesh = make_mesh(data=2, fsdp=4, tensor=1)
+    rows = NamedSharding(mesh, P(("data", "fsdp")))
+    with jax.set_mesh(mesh):
+        f = jax.jit(grad, static_argnums=2)
+        hs = jax.device_put(h, rows)
+        assert "conditional" in f.lower(hs, w, None).compile().as_text()
+        (_, nll), (gh, gw) = f(hs, w, None)
+    np.testing.assert_allclose(nll, want_nll, rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(gh, want_h, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(gw, want_w, rtol=1e-5, atol=1e-6)
+    logits = h.astype(np.float64) @ w.astype(np.float64)
+    m = logits.max(-1, keepdims=True)
+    lse = (m + np.log(np.exp(logits - m).sum(-1, keepdims=True)))[..., 0]
+    ref = lse - np.take_along_axis(logits, y[..., None], -1)[..., 0]
+    on = weights > 0
+    np.testing.assert_allclose(np.asarray(nll)[on], ref[on], rtol=1e-5, atol=1e-5)
+    assert np.all(np.asarray(nll)[~on] == 0)
+
+
 def test_targets_respect_segments_padding_and_loss_mask():
     batch = {
         "input_ids": jnp.array([[5, 6, 7, 8, 9, 0]]),
