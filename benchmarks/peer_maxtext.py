@@ -283,11 +283,13 @@ def other_benchmarks() -> list[str]:
 
 
 def wait_for_others(poll_s: float = 30, limit_s: float = 600, sleep=time.sleep,
-                    find=other_benchmarks) -> dict:
+                    find=other_benchmarks, say=None) -> dict:
     """Waits while another benchmark runs (at most ``limit_s``): {"seen": what ran, in the
     first look where any did; "waited_s"; "still": what still ran at the end}."""
     seen, waited = find(), 0.0
     now = seen
+    if seen and say:
+        say(f"    waiting (up to {limit_s:.0f} s) for: " + "; ".join(x[:160] for x in seen))
     while now and waited < limit_s:
         sleep(poll_s)
         waited += poll_s
@@ -476,11 +478,10 @@ def measure(args, maxtext_py: str, root: str) -> dict:
     for rep in range(args.repeats):
         for fw, mode, job in plan:
             wait = {"seen": [], "waited_s": 0.0, "still": []} if args.no_wait else \
-                wait_for_others()
-            for what in ("seen", "still"):
-                for line in wait[what]:
-                    print(f"    other benchmark {'running' if what == 'seen' else 'still running'}"
-                          f": {line[:200]}", flush=True)
+                wait_for_others(say=lambda m: print(m, flush=True))
+            for line in wait["still"]:
+                print(f"    still running after {wait['waited_s']:.0f} s: {line[:200]}",
+                      flush=True)
             job = dict(job, workdir=tempfile.mkdtemp(prefix=f"{fw}_", dir=root))
             if fw == "maxtext":
                 job["args"] = maxtext_args(shape, args.seq_len, args.batch,
