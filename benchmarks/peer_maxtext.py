@@ -234,9 +234,10 @@ def parse_log(text: str) -> dict:
             "params_billion": params}
 
 
-def maxtext_result(text: str, job: dict, other: str, warmup_s: float = 0.0) -> dict:
+def maxtext_result(text: str, job: dict, other: str) -> dict:
     """The run's summary (``peer_trl._summary``'s fields) from MaxText's log ``text``:
-    logged steps ``job['maxtext_warmup']`` and on are timed; each a batch of full rows."""
+    logged steps ``job['maxtext_warmup']`` and on are timed, each a batch of full rows;
+    ``warmup_s`` is the dropped steps' seconds (MaxText compiles before its step 0)."""
     log = parse_log(text)
     w, n = job["maxtext_warmup"], job["steps"]
     timed = [s for s in log["steps"] if s["step"] >= w]
@@ -249,7 +250,8 @@ def maxtext_result(text: str, job: dict, other: str, warmup_s: float = 0.0) -> d
              "warmup_steps_s": [s["seconds"] for s in log["steps"] if s["step"] < w],
              "loss": timed[-1]["loss"]}
     summary = peer_trl._summary([s["seconds"] for s in timed], [tokens] * n, [tokens] * n,
-                                [job["batch"]] * n, warmup_s, other, extra)
+                                [job["batch"]] * n, sum(extra["warmup_steps_s"]), other,
+                                extra)
     return summary
 
 

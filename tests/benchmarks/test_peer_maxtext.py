@@ -103,6 +103,7 @@ def test_maxtext_result_drops_the_warmup_steps():
     r = pm.maxtext_result(SAMPLE_LOG, job, "12% (+0% hypervisor steal)")
     assert r["step_times"] == [7.097, 7.046, 6.965]
     assert r["warmup_steps_s"] == [0.048, 0.131, 7.146]
+    assert r["warmup_s"] == pytest.approx(0.048 + 0.131 + 7.146)
     assert r["positions"] == r["real"] == [4096] * 3 and r["sequences"] == [8] * 3
     assert r["other_load"] == "12% (+0% hypervisor steal)" and r["loss"] == 10.1
     assert r["config"] == {"remat_policy": "None", "scan_layers": "False",
