@@ -55,8 +55,8 @@ runs), tokens/s, and medjax / MaxText.
 MaxText runs in its own virtualenv (``--maxtext_venv``, default ``benchmarks/.venv-maxtext``,
 made on first use, about 1.4 GB, two minutes): MaxText 0.2.5 needs Python >= 3.12 (``--python``;
 by default the first of ``python3.12``, ``python3.13`` on PATH or under ``~/.pyenv/versions``)
-and its wheel declares every dependency under extras (``tpu``, ``cuda12``: TensorFlow, Google
-Cloud clients, accelerator wheels), so the script installs ``maxtext==0.2.5`` with the
+and its wheel declares every dependency under extras (``tpu``, ``cuda12``: Google Cloud
+clients, libtpu or NVIDIA wheels; ``tpu-post-train``: TensorFlow Datasets), so the script installs ``maxtext==0.2.5`` with the
 packages its trainer imports on CPU with ``DECOUPLE_GCLOUD=TRUE`` (``DEPS``, pinned to the
 versions measured, through a constraints file that also pins ``torch==2.13.0``, so pip could
 never resolve another torch; nothing here asks for it). JAX there is 0.12.0.1, medjax's .venv
