@@ -2,7 +2,8 @@
 
     .venv/bin/python benchmarks/peer_maxtext.py                  # medjax, MaxText, medjax, MaxText
     .venv/bin/python benchmarks/peer_maxtext.py --repeats=1 --steps=3
-    .venv/bin/python benchmarks/peer_maxtext.py --maxtext_set=remat_policy=full --maxtext_set=scan_layers=true
+    .venv/bin/python benchmarks/peer_maxtext.py --maxtext_set=remat_policy=full \
+        --maxtext_set=scan_layers=true                           # MaxText's own defaults
 
 What is compared: one training step on ``--batch`` rows of ``--seq_len`` tokens, every
 position a real token (batch 8 x seq 512 = 4,096 tokens a step: ``peer_trl.py``'s equal SFT
@@ -53,11 +54,11 @@ its loop). The table is ``peer_trl.report``'s: step s (median of each run's medi
 runs), tokens/s, and medjax / MaxText.
 
 MaxText runs in its own virtualenv (``--maxtext_venv``, default ``benchmarks/.venv-maxtext``,
-made on first use, about 1.4 GB, two minutes): MaxText 0.2.5 needs Python >= 3.12 (``--python``;
-by default the first of ``python3.12``, ``python3.13`` on PATH or under ``~/.pyenv/versions``)
-and its wheel declares every dependency under extras (``tpu``, ``cuda12``: Google Cloud
-clients, libtpu or NVIDIA wheels; ``tpu-post-train``: TensorFlow Datasets), so the script installs ``maxtext==0.2.5`` with the
-packages its trainer imports on CPU with ``DECOUPLE_GCLOUD=TRUE`` (``DEPS``, pinned to the
+made on first use, about 1.4 GB, one to two minutes): MaxText 0.2.5 needs Python >= 3.12
+(``--python``; by default the first of ``python3.12``, ``python3.13`` on PATH or under
+``~/.pyenv/versions``) and its wheel declares every dependency under extras (``tpu``,
+``cuda12``: Google Cloud clients, libtpu or NVIDIA wheels; ``tpu-post-train``: TensorFlow
+Datasets), so the script installs ``maxtext==0.2.5`` with the packages its trainer imports on CPU with ``DECOUPLE_GCLOUD=TRUE`` (``DEPS``, pinned to the
 versions measured, through a constraints file that also pins ``torch==2.13.0``, so pip could
 never resolve another torch; nothing here asks for it). JAX there is 0.12.0.1, medjax's .venv
 has 0.10.2: each framework runs the XLA its own release is tested with.
