@@ -58,9 +58,10 @@ made on first use, about 1.4 GB, one to two minutes): MaxText 0.2.5 needs Python
 (``--python``; by default the first of ``python3.12``, ``python3.13`` on PATH or under
 ``~/.pyenv/versions``) and its wheel declares every dependency under extras (``tpu``,
 ``cuda12``: Google Cloud clients, libtpu or NVIDIA wheels; ``tpu-post-train``: TensorFlow
-Datasets), so the script installs ``maxtext==0.2.5`` with the packages its trainer imports on CPU with ``DECOUPLE_GCLOUD=TRUE`` (``DEPS``, pinned to the
-versions measured, through a constraints file that also pins ``torch==2.13.0``, so pip could
-never resolve another torch; nothing here asks for it). JAX there is 0.12.0.1, medjax's .venv
+Datasets), so the script installs ``maxtext==0.2.5`` with the packages its trainer imports
+on CPU with ``DECOUPLE_GCLOUD=TRUE`` (``DEPS``, pinned to the versions measured, through a
+constraints file that also pins ``torch==2.13.0``, so pip could never resolve another torch;
+nothing here asks for it). JAX there is 0.12.0.1, medjax's .venv
 has 0.10.2: each framework runs the XLA its own release is tested with.
 """
 
