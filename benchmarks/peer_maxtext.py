@@ -73,7 +73,6 @@ import json
 import os
 import re
 import shutil
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -82,7 +81,6 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 import peer_trl  # noqa: E402
-from peer_trl import load_line  # noqa: E402
 
 MAXTEXT_VERSION = "0.2.5"
 # What maxtext.trainers.pre_train.train imports on CPU with DECOUPLE_GCLOUD=TRUE, at the
@@ -454,22 +452,9 @@ def plan_jobs(args, src: str, commit: str, root: str) -> list[tuple[str, str, di
 
 def main(argv=None):
     args = parse_args(argv)
-    if args.worker:
-        spec, out = args.worker
-        with open(spec) as f:
-            job = json.load(f)
-        result = (medjax_worker if job["framework"] == "medjax" else maxtext_worker)(job)
-        with open(out, "w") as f:
-            json.dump(result, f)
-        return
-    print(f"load average (1/5/15 min) at the start: {load_line()}", flush=True)
-    py = maxtext_python(args.maxtext_venv, args.python)
-    if args.workdir:
-        os.makedirs(args.workdir, exist_ok=True)
-        measure(args, py, args.workdir)
-    else:
-        with tempfile.TemporaryDirectory(prefix="peer_maxtext_") as root:
-            measure(args, py, root)
+    peer_trl.serve(args, {"medjax": medjax_worker, "maxtext": maxtext_worker},
+                   lambda: maxtext_python(args.maxtext_venv, args.python), measure,
+                   "peer_maxtext_")
 
 
 def measure(args, maxtext_py: str, root: str) -> dict:

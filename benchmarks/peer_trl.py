@@ -585,24 +585,33 @@ def main():
     p.add_argument("--workdir", default="", help="keep the model, data and logs here")
     p.add_argument("--worker", nargs=2, help=argparse.SUPPRESS)
     args = p.parse_args()
+    args.settings = [s for s in args.settings.split(",") if s]
+    sys.path.insert(0, HERE)
+    serve(args, {"medjax": medjax_worker, "trl": trl_worker},
+          lambda: trl_python(args.trl_venv), measure, "peer_trl_")
+
+
+def serve(args, workers: dict, peer_python, measure, prefix: str) -> None:
+    """What a peer script's ``main`` does with its parsed ``args``: with ``--worker SPEC
+    OUT`` run the job's framework's worker (``workers[framework](job)``) and write its
+    result; else ``measure(args, peer interpreter, root)`` in ``--workdir`` (kept) or a
+    temporary directory named ``prefix...``."""
     if args.worker:
         spec, out = args.worker
         with open(spec) as f:
             job = json.load(f)
-        result = (medjax_worker if job["framework"] == "medjax" else trl_worker)(job)
+        result = workers[job["framework"]](job)
         with open(out, "w") as f:
             json.dump(result, f)
         return
-    args.settings = [s for s in args.settings.split(",") if s]
-    sys.path.insert(0, HERE)
     print(f"load average (1/5/15 min) at the start: {load_line()}", flush=True)
-    trl_py = trl_python(args.trl_venv)
+    python = peer_python()
     if args.workdir:
         os.makedirs(args.workdir, exist_ok=True)
-        measure(args, trl_py, args.workdir)
+        measure(args, python, args.workdir)
     else:
-        with tempfile.TemporaryDirectory(prefix="peer_trl_") as root:
-            measure(args, trl_py, root)
+        with tempfile.TemporaryDirectory(prefix=prefix) as root:
+            measure(args, python, root)
 
 
 def measure(args, trl_py: str, root: str) -> None:

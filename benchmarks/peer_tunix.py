@@ -66,7 +66,7 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 import peer_trl  # noqa: E402
-from peer_trl import load_line, read_jsonl  # noqa: E402
+from peer_trl import read_jsonl  # noqa: E402
 
 TUNIX_VERSION = "0.1.7"
 SAME_AS_OURS = ("jax", "jaxlib", "flax")  # pinned to .venv's versions in Tunix's venv
@@ -416,22 +416,8 @@ def parse_args(argv=None):
 
 def main():
     args = parse_args()
-    if args.worker:
-        spec, out = args.worker
-        with open(spec) as f:
-            job = json.load(f)
-        result = (peer_trl.medjax_worker if job["framework"] == "medjax" else tunix_worker)(job)
-        with open(out, "w") as f:
-            json.dump(result, f)
-        return
-    print(f"load average (1/5/15 min) at the start: {load_line()}", flush=True)
-    tunix_py = tunix_python(args.tunix_venv)
-    if args.workdir:
-        os.makedirs(args.workdir, exist_ok=True)
-        measure(args, tunix_py, args.workdir)
-    else:
-        with tempfile.TemporaryDirectory(prefix="peer_tunix_") as root:
-            measure(args, tunix_py, root)
+    peer_trl.serve(args, {"medjax": peer_trl.medjax_worker, "tunix": tunix_worker},
+                   lambda: tunix_python(args.tunix_venv), measure, "peer_tunix_")
 
 
 def measure(args, tunix_py: str, root: str) -> None:
