@@ -562,13 +562,7 @@ def main():
     p.add_argument("--jobs", default="", help="comma-separated job names (dpo_frozen, "
                    "dpo_precompute, sft); default: all of equal's, realistic's dpo_frozen "
                    "and sft")
-    p.add_argument("--shape", choices=("medium", "small"), default="medium",
-                   help="small: a 2-layer model of hidden 64, to check the script quickly")
-    p.add_argument("--steps", type=int, default=3, help="timed steps per run")
-    p.add_argument("--warmup", type=int, default=1, help="untimed steps first (compilation)")
-    p.add_argument("--repeats", type=int, default=1, help="0 with --merge: report only")
-    p.add_argument("--merge", default="", help="comma-separated --workdir(s) of earlier "
-                   "invocations whose runs count as earlier repeats")
+    common_args(p)
     p.add_argument("--seq_len", type=int, default=512, help="equal: every sequence; SFT: "
                    "the packed rows (both settings)")
     p.add_argument("--realistic_seq_len", type=int, default=384,
@@ -589,6 +583,17 @@ def main():
     sys.path.insert(0, HERE)
     serve(args, {"medjax": medjax_worker, "trl": trl_worker},
           lambda: trl_python(args.trl_venv), measure, "peer_trl_")
+
+
+def common_args(p: argparse.ArgumentParser) -> None:
+    """The options every peer script shares: model shape, steps, repeats, merging."""
+    p.add_argument("--shape", choices=("medium", "small"), default="medium",
+                   help="small: a 2-layer model of hidden 64, to check the script quickly")
+    p.add_argument("--steps", type=int, default=3, help="timed steps per run")
+    p.add_argument("--warmup", type=int, default=1, help="untimed steps first (compilation)")
+    p.add_argument("--repeats", type=int, default=1, help="0 with --merge: report only")
+    p.add_argument("--merge", default="", help="comma-separated --workdir(s) of earlier "
+                   "invocations whose runs count as earlier repeats")
 
 
 def serve(args, workers: dict, peer_python, measure, prefix: str) -> None:

@@ -386,13 +386,7 @@ def plan_jobs(args, made: dict, src: str, commit: str) -> list:
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--jobs", default="dpo_frozen,sft", help="comma-separated: dpo_frozen, sft")
-    p.add_argument("--shape", choices=("medium", "small"), default="medium",
-                   help="small: a 2-layer model of hidden 64, to check the script quickly")
-    p.add_argument("--steps", type=int, default=3, help="timed steps per run")
-    p.add_argument("--warmup", type=int, default=1, help="untimed steps first (compilation)")
-    p.add_argument("--repeats", type=int, default=1, help="0 with --merge: report only")
-    p.add_argument("--merge", default="", help="comma-separated --workdir(s) of earlier "
-                   "invocations whose runs count as earlier repeats")
+    peer_trl.common_args(p)
     p.add_argument("--seq_len", type=int, default=512, help="every sequence (DPO: prompt "
                    "seq_len / 4 + response; SFT: one conversation a row)")
     p.add_argument("--dpo_batch", type=int, default=8, help="pairs a step")
