@@ -96,7 +96,9 @@ def experts_grouped_sharded(config, x_btd, ids, weights, gate, up, down):
     if mesh.empty or mesh.size == 1:
         return experts_grouped(config, x_btd, ids, weights, gate, up, down)
     from jax.sharding import PartitionSpec as P
-    batch = tuple(a for a in ("data", "fsdp") if a in mesh.axis_names and mesh.shape[a] > 1)
+
+    from ..parallel.sharding import batch_axes
+    batch = batch_axes()
     tensor = "tensor" if "tensor" in mesh.axis_names and mesh.shape["tensor"] > 1 else None
     shards = math.prod(mesh.shape[a] for a in batch)
     if x_btd.shape[0] % shards or (tensor and config.intermediate_size % mesh.shape[tensor]):

@@ -18,7 +18,6 @@ and still holds one chunk's logits at a time (``objective.lm_head_grad``).
 from __future__ import annotations
 
 import functools
-import math
 
 import jax
 import jax.numpy as jnp
@@ -114,16 +113,14 @@ def _one_device() -> bool:
     return jax.device_count() == 1 if mesh.empty else mesh.size == 1
 
 
-def _row_shards():
-    """(mesh, the batch axes) when rows can be split over the current mesh's batch axes
-    (data, fsdp) with nothing split over tensor; else None."""
+def _rows_only_split() -> tuple[str, ...]:
+    """The batch axes (data, fsdp) when the current mesh splits rows over them and nothing
+    else (no tensor split); else ()."""
+    from ..parallel.sharding import batch_axes, batch_divisor
     mesh = jax.sharding.get_abstract_mesh()
-    if mesh.empty or mesh.size == 1:
-        return None
-    batch = tuple(a for a in ("data", "fsdp") if a in mesh.axis_names and mesh.shape[a] > 1)
-    if not batch or math.prod(mesh.shape[a] for a in batch) != mesh.size:
-        return None
-    return mesh, batch
+    if mesh.empty or mesh.size == 1 or batch_divisor() != mesh.size:
+        return ()
+    return batch_axes()
 
 
 def token_nll(hidden_btd: jax.Array, kernel_dv: jax.Array, targets_bt: jax.Array, *,
@@ -156,18 +153,16 @@ def token_nll(hidden_btd: jax.Array, kernel_dv: jax.Array, targets_bt: jax.Array
     computed for that many sorted positions per row only: a static cut with no control
     flow.
     """
-    shards = _row_shards() if skip is None and weights_bt is not None else None
-    if shards is not None:
-        mesh, batch = shards
-        if hidden_btd.shape[0] % math.prod(mesh.shape[a] for a in batch) == 0:
-            from jax.sharding import PartitionSpec as P
-            rows = P(batch)
-            local = functools.partial(_token_nll, chunk_size=chunk_size, skip=True,
-                                      max_weighted=max_weighted)
-            return jax.shard_map(
-                lambda h, k, y, w: local(h, k, y, weights_bt=w),
-                in_specs=(rows, P(), rows, rows), out_specs=(rows, rows),
-                check_vma=False)(hidden_btd, kernel_dv, targets_bt, weights_bt)
+    batch = _rows_only_split() if skip is None and weights_bt is not None else ()
+    if batch and hidden_btd.shape[0] % jax.sharding.get_abstract_mesh().size == 0:
+        from jax.sharding import PartitionSpec as P
+        rows = P(batch)
+        local = functools.partial(_token_nll, chunk_size=chunk_size, skip=True,
+                                  max_weighted=max_weighted)
+        return jax.shard_map(
+            lambda h, k, y, w: local(h, k, y, weights_bt=w),
+            in_specs=(rows, P(), rows, rows), out_specs=(rows, rows),
+            check_vma=False)(hidden_btd, kernel_dv, targets_bt, weights_bt)
     if skip is None:
         skip = _one_device()
     return _token_nll(hidden_btd, kernel_dv, targets_bt, chunk_size=chunk_size,

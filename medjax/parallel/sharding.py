@@ -114,16 +114,22 @@ def logical_to_sharding(axes_tree, mesh: Mesh, rules: Rules | None = None, shape
     return jax.tree_util.tree_map_with_path(one, axes_tree, shapes, is_leaf=_is_axes)
 
 
+def batch_axes() -> tuple[str, ...]:
+    """The mesh axes of size > 1 that the logical "batch" axis is split over under the
+    current mesh (none off a mesh)."""
+    mesh = jax.sharding.get_abstract_mesh()
+    if mesh.empty:
+        return ()
+    spec = logical_to_spec(("batch",), None, mesh.axis_names)[0]
+    return tuple(a for a in _as_tuple(spec) if mesh.shape[a] > 1)
+
+
 def batch_divisor() -> int:
     """How many ways the logical "batch" axis is split under the current mesh (1 off a
     mesh): a batch's rows must be a multiple of it."""
     mesh = jax.sharding.get_abstract_mesh()
-    if mesh.empty:
-        return 1
-    spec = logical_to_spec(("batch",), None, mesh.axis_names)[0]
-    axes = () if spec is None else (spec,) if isinstance(spec, str) else spec
     n = 1
-    for a in axes:
+    for a in batch_axes():
         n *= mesh.shape[a]
     return n
 
