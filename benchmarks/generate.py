@@ -10,7 +10,8 @@ each batch size: greedy generation of exactly ``new_tokens`` tokens (no stop tok
 from random prompts of ``prompt_len`` tokens. Reported per framework: prefill time
 (generation of 1 token), per-token decode time ((total - prefill) / (new - 1)),
 tokens/s (batch x new / total), and for medjax the first call's compile time
-separately. The median of ``repeats`` runs is used.
+separately. The median of ``repeats`` runs is used. medjax runs with the layer scan on
+stacked weights and on weights split per layer beforehand (``--scan_layers``).
 """
 
 from __future__ import annotations
@@ -27,9 +28,11 @@ flags.DEFINE_list("batches", ["1", "16"], "Batch sizes.")
 flags.DEFINE_integer("prompt_len", 128, "Prompt tokens.")
 flags.DEFINE_integer("new_tokens", 128, "New tokens per row.")
 flags.DEFINE_integer("repeats", 3, "Timed runs per setting (median).")
-flags.DEFINE_list("scan_layers", ["true", "false"],
-                  "medjax runs: layer scan on (weights and cache stay stacked) and/or off "
-                  "(per-layer copies split once before the decode loop).")
+flags.DEFINE_list("scan_layers", ["true", "split"],
+                  "medjax runs: 'true': layer scan on stacked weights (each step slices each "
+                  "layer); 'false': scan off, the stacked weights split inside the jit (a "
+                  "second copy); 'split': weights split beforehand by "
+                  "models.decoder.split_layers, as the command line and the online loop do.")
 
 SHAPE = dict(vocab_size=32000, hidden_size=512, intermediate_size=1536, num_hidden_layers=8,
              num_attention_heads=8, num_key_value_heads=4, max_position_embeddings=4096,
@@ -48,12 +51,14 @@ def _median_time(fn, repeats):
 def main(argv):
     del argv
     import jax
+    import jax.numpy as jnp
     import numpy as np
     import torch
     import transformers
 
     from medjax.generate import generate
     from medjax.models import load_hf
+    from medjax.models.decoder import split_layers
 
     torch.manual_seed(0)
     hf = transformers.LlamaForCausalLM(transformers.LlamaConfig(**SHAPE)).eval()
@@ -70,10 +75,12 @@ def main(argv):
 
         mine = {}
         for scan in FLAGS.scan_layers:
+            split = scan.lower() == "split"
             cfg = config.replace(scan_layers=scan.lower() in ("1", "true", "on"))
+            weights = split_layers(jax.tree.map(jnp.copy, params)) if split else params
 
-            def ours(new, cfg=cfg):
-                return generate(cfg, params, rows, max_new_tokens=new, stop_ids=())
+            def ours(new, cfg=cfg, weights=weights):
+                return generate(cfg, weights, rows, max_new_tokens=new, stop_ids=())
 
             start = time.perf_counter()
             first = ours(n_new)
@@ -82,7 +89,7 @@ def main(argv):
             ours(1)
             compile_prefill = time.perf_counter() - start
             assert all(len(g.ids) == n_new for g in first)
-            mine[f"medjax scan={cfg.scan_layers}"] = (
+            mine["medjax split" if split else f"medjax scan={cfg.scan_layers}"] = (
                 _median_time(lambda: ours(n_new), FLAGS.repeats),
                 _median_time(lambda: ours(1), FLAGS.repeats), compile_total, compile_prefill)
         ids = torch.tensor(prompts)

@@ -6,9 +6,10 @@ import numpy as np
 import pytest
 import torch
 
-from medjax.generate import _generate, bucket, generate, sample_logits
+from medjax.generate import _generate, argmax, bucket, generate, sample_logits
 from medjax.models import forward, load_hf
-from medjax.models.decoder import forward_cached, unstack_layers
+from medjax.models.decoder import (cache_shapes, empty_cache, forward_cached, split_layers,
+                                   unstack_layers)
 
 PROMPTS = [[5, 17, 99, 3], [42] * 9 + [7, 8], [200, 1]]
 
@@ -56,8 +57,7 @@ def test_cached_logits_equal_the_full_forward_at_every_step(hf_case, scan, dtype
     tol = 1e-4 if dtype == "float32" else 6e-2  # bf16: the two paths round differently
     seq = np.random.RandomState(0).randint(0, 256, (2, 20)).astype(np.int32)
     full = np.asarray(forward(config, params, seq))
-    cache_shape = (config.num_layers, 2, config.num_kv_heads, 32, config.head_dim)
-    cache = (jnp.zeros(cache_shape, dtype), jnp.zeros(cache_shape, dtype))
+    cache = empty_cache(config, 2, 32)
     if unstacked:
         params, cache = unstack_layers(params, cache)
     logits, cache = forward_cached(config, params, jnp.asarray(seq[:, :6]),
@@ -119,16 +119,16 @@ def test_sharded_parameters_give_the_same_tokens(hf_case):
         got = generate(config, sharded, PROMPTS + [[9, 9]], max_new_tokens=12,
                        temperature=0.9, seed=5)
         assert batch_divisor() == 4  # so the 5 rows above ran as 8 (3 filler rows)
-        # The cache [layers, rows,
-        # kv_heads, slots, head_dim] is split over rows (fsdp 4) and KV heads (tensor 2).
+        # The cache (keys [layers, rows, kv_heads, head_dim, slots], values [.., slots,
+        # head_dim]) is split over rows (fsdp 4) and KV heads (tensor 2).
         ids = jnp.zeros((8, 16), jnp.int32)
         hlo = _generate.lower(config, sharded, ids, jnp.ones(8, jnp.int32), jax.random.key(0),
                               max_new_tokens=12, temperature=0.0, top_k=0, top_p=1.0,
                               stop_ids=()).compile().as_text()
-    full = (config.num_layers, 8, config.num_kv_heads, 28, config.head_dim)
-    part = (config.num_layers, 2, config.num_kv_heads // 2, 28, config.head_dim)
-    assert f"[{','.join(map(str, part))}]" in hlo
-    assert f"[{','.join(map(str, full))}]" not in hlo
+    for full in cache_shapes(config, 8, 28):
+        part = (full[0], 2, full[2] // 2) + full[3:]
+        assert f"[{','.join(map(str, part))}]" in hlo
+        assert f"[{','.join(map(str, full))}]" not in hlo
     assert [g.ids for g in got] == [w.ids for w in want]
 
 
@@ -147,8 +147,7 @@ def test_prefill_logits_at_chosen_positions_equal_the_full_ones(hf_case):
     path, _, _ = hf_case("llama_gqa")
     config, params = load_hf(path)
     seq = jnp.asarray(np.random.RandomState(2).randint(0, 256, (3, 12)).astype(np.int32))
-    shape = (config.num_layers, 3, config.num_kv_heads, 16, config.head_dim)
-    fresh = lambda: (jnp.zeros(shape), jnp.zeros(shape))  # noqa: E731
+    fresh = lambda: empty_cache(config, 3, 16)  # noqa: E731
     full, _ = forward_cached(config, params, seq, jnp.zeros(3, jnp.int32), fresh())
     at = jnp.asarray([[11, 0], [4, 4], [7, 2]])
     part, _ = forward_cached(config, params, seq, jnp.zeros(3, jnp.int32), fresh(),
@@ -175,3 +174,36 @@ def test_draw_across_vocabulary_blocks_follows_the_softmax():
     counts = np.array([(got == i).sum() for i in ids])
     chi2 = float(((counts - n * p) ** 2 / (n * p)).sum())
     assert chi2 < 24.3, (counts, n * p)  # 7 degrees of freedom: p ~ 0.001
+
+
+def test_argmax_is_the_first_maximal_id_like_jnp_argmax():
+    """The two-reduction greedy pick: ties go to the first id, a NaN counts as the maximum,
+    an all--inf row gives id 0; equal to NumPy's argmax on random rows."""
+    x = np.random.RandomState(4).normal(size=(64, 1000)).astype(np.float32)
+    x[1, [3, 700]] = 9.0  # a tie
+    x[2, [5, 9]] = np.nan
+    x[3] = -np.inf
+    x[4, 999] = np.inf
+    got = np.asarray(jax.jit(argmax)(jnp.asarray(x)))
+    assert got.dtype == np.int32
+    np.testing.assert_array_equal(got, np.argmax(x, axis=-1))
+    assert got[1] == 3 and got[2] == 5 and got[3] == 0 and got[4] == 999
+
+
+def test_split_layers_frees_the_stacked_weights_and_generates_the_same(hf_case):
+    """The command line's per-layer weights (split outside the jit, each stacked leaf
+    deleted): the same tokens as the stacked weights with the layer scan, no stacked leaf
+    left alive, and the layers' values unchanged."""
+    config, params = load_hf(hf_case("llama_gqa")[0])
+    want = generate(config.replace(scan_layers=True), params, PROMPTS, max_new_tokens=10)
+    copy = jax.tree.map(lambda x: jnp.array(x, copy=True), params)
+    stacked = jax.tree.leaves(copy["layers"])
+    split = split_layers(copy)
+    assert isinstance(split["layers"], list) and len(split["layers"]) == config.num_layers
+    assert all(leaf.is_deleted() for leaf in stacked)
+    for i, layer in enumerate(split["layers"]):
+        jax.tree.map(lambda a, b, i=i: np.testing.assert_array_equal(a, b[i]), layer,
+                     params["layers"])
+    for scan in (True, False):
+        got = generate(config.replace(scan_layers=scan), split, PROMPTS, max_new_tokens=10)
+        assert [g.ids for g in got] == [w.ids for w in want]

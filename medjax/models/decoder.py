@@ -201,43 +201,52 @@ class RMSNorm(nn.Module):
         return y.astype(self.dtype) * scale.astype(self.dtype)
 
 
-def cached_attention(config: ModelConfig, q_btnh, k_cache_bksh, v_cache_bksh, q_pos_bt):
-    """Attention of queries at positions ``q_pos_bt`` over a KV cache indexed by position
-    (``[batch, kv_heads, cache_len, head_dim]``): slot ``s`` is seen iff ``s <= position``
-    (and, with Mistral's window, ``s > position - sliding_window``). Slots past a row's own
-    tokens are never seen (they lie after it).
+def cached_attention(config: ModelConfig, q_btnh, k_cache_bkhs, v_cache_bksh, q_pos_bt):
+    """Attention of queries at positions ``q_pos_bt`` over a KV cache indexed by position:
+    keys ``[batch, kv_heads, head_dim, cache_len]``, values ``[batch, kv_heads, cache_len,
+    head_dim]``. Slot ``s`` is seen iff ``s <= position`` (and, with Mistral's window,
+    ``s > position - sliding_window``). Slots past a row's own tokens are never seen (they
+    lie after it).
 
-    Grouped-query heads are contracted against their shared KV head directly (no repeat of
-    the cache), scores and softmax in float32; the cache's [kv_heads, slots, head_dim]
-    layout is the one both products read without a transpose."""
+    Both products are plain matmuls per (row, KV head) on the cache as stored (keys
+    transposed so the scores are ``q @ K``, not ``q @ K.T``), their outputs in
+    ``dot_general``'s own order; the grouped query heads sharing a KV head are the rows of
+    the left operand (no repeat of the cache). Scores and softmax in float32. Measured on
+    the 2-core CPU at batch 16 (``benchmarks/generate.py``), the keys stored as
+    ``[.., cache_len, head_dim]`` made the scores 2.6x slower and an output in
+    ``[batch, t, kv, group, head_dim]`` order sent the values' product to a slow dot."""
     b, t, n, h = q_btnh.shape
-    kv = k_cache_bksh.shape[1]
-    q_btkgh = q_btnh.reshape(b, t, kv, n // kv, h)
-    scores = jnp.einsum("btkgh,bksh->bkgts", q_btkgh, k_cache_bksh,
-                        preferred_element_type=jnp.float32) * (config.head_dim ** -0.5)
-    s_pos = jnp.arange(k_cache_bksh.shape[2])
+    kv = k_cache_bkhs.shape[1]
+    q_bktgh = q_btnh.reshape(b, t, kv, n // kv, h).transpose(0, 2, 1, 3, 4)
+    # [b, kv, t, g, h] x [b, kv, h, s] -> [b, kv, t, g, s]
+    scores = jax.lax.dot_general(q_bktgh, k_cache_bkhs, (((4,), (2,)), ((0, 1), (0, 1))),
+                                 preferred_element_type=jnp.float32) * (config.head_dim ** -0.5)
+    s_pos = jnp.arange(k_cache_bkhs.shape[3])
     mask = s_pos[None, None, :] <= q_pos_bt[:, :, None]
     if config.sliding_window is not None:
         mask &= s_pos[None, None, :] > q_pos_bt[:, :, None] - config.sliding_window
     # A finite fill: a row whose every slot is masked (a padded prompt position) gets
     # uniform weights over finite values instead of NaN.
-    scores = jnp.where(mask[:, None, None], scores, jnp.finfo(jnp.float32).min)
+    scores = jnp.where(mask[:, None, :, None], scores, jnp.finfo(jnp.float32).min)
     probs = jax.nn.softmax(scores, axis=-1).astype(v_cache_bksh.dtype)
-    out = jnp.einsum("bkgts,bksh->btkgh", probs, v_cache_bksh)
-    return out.reshape(b, t, n, h)
+    # [b, kv, t, g, s] x [b, kv, s, h] -> [b, kv, t, g, h]
+    out = jax.lax.dot_general(probs, v_cache_bksh, (((4,), (2,)), ((0, 1), (0, 1))))
+    return out.transpose(0, 2, 1, 3, 4).reshape(b, t, n, h)
 
 
-def write_cache(cache, new_btkh, start_b, layer=None):
+def write_cache(cache, new_btkh, start_b, layer=None, *, keys: bool = False):
     """Writes each row's ``new`` tokens into its cache from slot ``start_b[row]``, in place:
-    ``cache`` is one layer's ``[batch, kv_heads, cache_len, head_dim]`` or, with ``layer``,
-    the stacked ``[layers, batch, kv_heads, cache_len, head_dim]``."""
+    ``cache`` is one layer's values ``[batch, kv_heads, cache_len, head_dim]`` (keys, with
+    ``keys``: ``[batch, kv_heads, head_dim, cache_len]``) or, with ``layer``, the stacked
+    cache with a leading ``layers`` axis."""
     b, t = new_btkh.shape[:2]
     rows = jnp.arange(b)[:, None]
     slots = start_b[:, None] + jnp.arange(t)[None, :]
     new_btkh = new_btkh.astype(cache.dtype)
-    if layer is None:
-        return cache.at[rows, :, slots].set(new_btkh, mode="drop")
-    return cache.at[layer, rows, :, slots].set(new_btkh, mode="drop")
+    at = (rows, slice(None), slice(None), slots) if keys else (rows, slice(None), slots)
+    if layer is not None:
+        at = (layer,) + at
+    return cache.at[at].set(new_btkh, mode="drop")
 
 
 class Attention(nn.Module):
@@ -270,15 +279,21 @@ class Attention(nn.Module):
 
         if cache is None:
             return out_proj(attention(c, q_btnh, k_btkh, v_btkh, segment_ids))
-        # Generation (forward_cached): this layer's cache [batch, kv_heads, cache_len,
-        # head_dim], or the stacked one and this layer's index inside a layer scan.
+        # Generation (forward_cached): this layer's cache (keys [batch, kv_heads, head_dim,
+        # cache_len], values [batch, kv_heads, cache_len, head_dim]), or the stacked one and
+        # this layer's index inside a layer scan.
         k_cache, v_cache, layer, start_b = cache
-        k_cache = write_cache(k_cache, k_btkh, start_b, layer)
+        k_cache = write_cache(k_cache, k_btkh, start_b, layer, keys=True)
         v_cache = write_cache(v_cache, v_btkh, start_b, layer)
         q_pos_bt = start_b[:, None] + jnp.arange(x_btd.shape[1])[None, :]
         own = (lambda a: a) if layer is None else (lambda a: a[layer])
         out_btnh = cached_attention(c, q_btnh, own(k_cache), own(v_cache), q_pos_bt)
-        return out_proj(out_btnh), (k_cache, v_cache)
+        # One [n * h, d] matmul: as "btnh,nhd->btd" XLA transposed o_proj's [n, h] to
+        # [h, n] inside the decode loop, a copy of the weight every step.
+        b, t = out_btnh.shape[:2]
+        out = jnp.einsum("btx,xd->btd", out_btnh.reshape(b, t, n * h),
+                         o_proj_nhd.reshape(n * h, d))
+        return add_delta(out, lora("o_proj", out_btnh, index=3)), (k_cache, v_cache)
 
 
 class MLP(nn.Module):
@@ -550,21 +565,55 @@ def _neftune(x_btd: jax.Array, segment_ids: jax.Array | None, alpha: float,
     return (x_btd.astype(jnp.float32) + noise).astype(x_btd.dtype)
 
 
-def cache_shape(config: ModelConfig, batch: int, cache_len: int) -> tuple[int, ...]:
-    """The KV cache of ``forward_cached``: keys and values, each ``[layers, batch, kv_heads,
-    cache_len, head_dim]``."""
-    return (config.num_layers, batch, config.num_kv_heads, cache_len, config.head_dim)
+def cache_shapes(config: ModelConfig, batch: int,
+                 cache_len: int) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """The KV cache of ``forward_cached``: keys ``[layers, batch, kv_heads, head_dim,
+    cache_len]`` and values ``[layers, batch, kv_heads, cache_len, head_dim]`` (the layouts
+    ``cached_attention`` multiplies without a transpose)."""
+    lead = (config.num_layers, batch, config.num_kv_heads)
+    return lead + (config.head_dim, cache_len), lead + (cache_len, config.head_dim)
+
+
+def empty_cache(config: ModelConfig, batch: int, cache_len: int, dtype=None):
+    """Zeroed (keys, values) of ``cache_shapes``, in the compute dtype by default."""
+    dtype = jnp.dtype(dtype or config.dtype)
+    return tuple(jnp.zeros(shape, dtype) for shape in cache_shapes(config, batch, cache_len))
 
 
 def unstack_layers(params: Params, cache: tuple[jax.Array, jax.Array]):
     """The per-layer form ``forward_cached`` takes for an unrolled decode loop: the layer
     parameters as a list of per-layer trees and the cache as per-layer arrays, split once
-    before the loop so that no decode step copies a layer's weights or cache (they cost a
-    second copy of the weights while generating; ``scan_layers`` keeps them stacked)."""
-    n = jax.tree.leaves(cache[0])[0].shape[0] if not isinstance(cache[0], (list, tuple)) \
-        else len(cache[0])
-    layers = [jax.tree.map(lambda p, i=i: p[i], params["layers"]) for i in range(n)]
-    return dict(params, layers=layers), tuple([a[i] for i in range(n)] for a in cache)
+    before the loop so that no decode step copies a layer's weights or cache (inside a jit
+    the split is a second copy of the weights while generating; ``split_layers`` splits
+    them outside without one; ``scan_layers`` keeps them stacked). Parameters already
+    split are taken as they are."""
+    n = cache[0].shape[0] if not isinstance(cache[0], (list, tuple)) else len(cache[0])
+    layers = params["layers"]
+    if not isinstance(layers, (list, tuple)):
+        layers = [jax.tree.map(lambda p, i=i: p[i], layers) for i in range(n)]
+    return dict(params, layers=layers), tuple(
+        list(a) if isinstance(a, (list, tuple)) else [a[i] for i in range(n)] for a in cache)
+
+
+def split_layers(params: Params) -> Params:
+    """``params`` with the stacked ``layers`` replaced by a list of per-layer trees, split
+    eagerly one leaf at a time, each stacked leaf deleted once split: the unrolled decode
+    loop's form (``unstack_layers``) at no more memory than one leaf's copy. The stacked
+    arrays are gone afterwards: only for a caller that owns ``params`` (medjax.generate's
+    command line)."""
+    layers = params["layers"]
+    if isinstance(layers, (list, tuple)):
+        return params
+    leaves, treedef = jax.tree.flatten(layers)
+    n = leaves[0].shape[0]
+    split = []
+    for k in range(len(leaves)):
+        leaf, leaves[k] = leaves[k], None
+        split.append([leaf[i] for i in range(n)])
+        jax.block_until_ready(split[-1])
+        if isinstance(leaf, jax.Array):
+            leaf.delete()
+    return dict(params, layers=[treedef.unflatten([s[i] for s in split]) for i in range(n)])
 
 
 def forward_cached(config: ModelConfig, params: Params, input_ids: jax.Array,
@@ -575,8 +624,8 @@ def forward_cached(config: ModelConfig, params: Params, input_ids: jax.Array,
     cache). A prompt (t > 1, start 0) fills the cache; then one token a step (t = 1, start =
     each row's length so far).
 
-    ``cache``: (k, v) each ``[layers, batch, kv_heads, cache_len, head_dim]`` (see
-    ``cache_shape``), written in place inside a layer scan (``scan_layers``) or by layer;
+    ``cache``: (k, v) as ``cache_shapes`` lays them out (keys with the slots last),
+    written in place inside a layer scan (``scan_layers``) or by layer;
     or, with ``params`` and cache from ``unstack_layers``, lists of per-layer arrays.
     ``logits_at`` [batch, k]: the logits of those positions only ([batch, k, vocab]; a
     prefill needs each row's last), so the vocabulary projection skips the rest."""
