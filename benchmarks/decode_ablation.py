@@ -46,10 +46,17 @@ def main(argv):
         return min(times)
 
     attention, write = decoder.cached_attention, decoder.write_cache
+
+    def no_write(cache, new, start, layer=None, keys=False):
+        return cache
+
+    def no_attention(config, q, k, v, positions):
+        return q
+
     variants = (("full step", attention, write),
-                ("no attention", lambda c, q, k, v, p: q, write),
-                ("no cache write", attention, lambda cache, new, start, layer=None: cache),
-                ("neither", lambda c, q, k, v, p: q, lambda cache, new, start, layer=None: cache))
+                ("no attention", no_attention, write),
+                ("no cache write", attention, no_write),
+                ("neither", no_attention, no_write))
     print(f"batch {FLAGS.batch}, prompt 128, scan_layers={FLAGS.scan_layers}; JAX "
           f"{jax.__version__} on {jax.devices()[0].platform}")
     try:
