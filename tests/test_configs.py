@@ -56,7 +56,8 @@ def test_base_has_only_the_objectives_keys():
     assert set(base("reward").objective.keys()) == {"name", "margin", "centering"}
     assert set(base("pretrain").objective.keys()) == {"name", "z_loss", "neftune_alpha",
                                                       "loss_chunk_size", "lm_head_grad",
-                                                      "router_aux_loss_coef"}
+                                                      "skip_untrained", "router_aux_loss_coef"}
+    assert not base("pretrain").objective.skip_untrained and base("sft").objective.skip_untrained
 
 
 def test_parse_arg():

@@ -46,9 +46,10 @@ def kto_losses(policy: jax.Array, reference: jax.Array, label: jax.Array, kl_row
 
 def kto_loss(config: ModelConfig, params, batch: dict, rng=None, *, beta: float = 0.1,
              desirable_weight: float = 1.0, undesirable_weight: float = 1.0,
-             chunk_size: int = 1024):
+             chunk_size: int = 1024, keep_gb: float = 0.0):
     del rng
-    policy, lengths = sequence_logps(config, params, batch, chunk_size=chunk_size)
+    policy, lengths = sequence_logps(config, params, batch, chunk_size=chunk_size,
+                                     keep_gb=keep_gb)
     policy, lengths = policy.reshape(-1, 2), lengths.reshape(-1, 2)  # packed: every slot
     label = batch["label"].reshape(-1)
     real = lengths[:, 0] > 0
@@ -79,13 +80,15 @@ def _kto_config(c) -> None:
     o.undesirable_weight = 1.0
     o.reference = "frozen"  # frozen | a model directory (the KL rows need the model)
     o.loss_chunk_size = 1024
+    o.loss_keep_gb = 1.0  # as DPO's: the softmax kept for the backward pass when it fits
 
 
 def _make_kto_loss(o, model_config: ModelConfig):
     return functools.partial(kto_loss, model_config, beta=o.beta,
                              desirable_weight=o.desirable_weight,
                              undesirable_weight=o.undesirable_weight,
-                             chunk_size=o.loss_chunk_size)
+                             chunk_size=o.loss_chunk_size,
+                             keep_gb=o.get("loss_keep_gb", 0.0))
 
 
 register(Objective(

@@ -49,7 +49,7 @@ def is_packed(batch: dict) -> bool:
     return batch["input_ids"].ndim == 2
 
 
-def _packed_sequence_logps(config, params, batch, chunk_size, chosen_nll):
+def _packed_sequence_logps(config, params, batch, chunk_size, chosen_nll, keep_gb):
     """``sequence_logps`` of a packed batch: ``[rows, seq_len, 2]`` (slot k of a row = its
     pair k; empty slots 0), summed per segment."""
     seg = batch["segment_ids"]
@@ -64,7 +64,7 @@ def _packed_sequence_logps(config, params, batch, chunk_size, chosen_nll):
         every = every * (seg % 2 == 1)  # chosen sequences only
         computed = jnp.maximum(weights, every)
     nll, _ = token_nll(hidden, lm_head_kernel(config, params), targets, chunk_size=chunk_size,
-                       weights_bt=computed)
+                       weights_bt=computed, keep_gb=keep_gb)
     index = jnp.where(seg > 0, seg - 1, length)  # 2k + side; padding dropped
 
     def per_sequence(v):  # [rows, length] -> [rows, length // 2, 2]
@@ -78,7 +78,7 @@ def _packed_sequence_logps(config, params, batch, chunk_size, chosen_nll):
 
 
 def sequence_logps(config: ModelConfig, params, batch: dict, *, chunk_size: int = 1024,
-                   chosen_nll: bool = False, max_completion: int = 0):
+                   chosen_nll: bool = False, max_completion: int = 0, keep_gb: float = 0.0):
     """Sum of response-token log-probs and response length, both ``[pairs, 2]`` (packed
     batches: ``[rows, seq_len, 2]``, one slot per possible pair of a row).
 
@@ -86,9 +86,10 @@ def sequence_logps(config: ModelConfig, params, batch: dict, *, chunk_size: int 
     token of the chosen sequences (prompt and response: ORPO's NLL term).
     ``max_completion`` > 0: no response is longer (the pipeline truncated them), so the
     vocabulary projection runs on that many positions per row (``token_nll``).
+    ``keep_gb``: the softmax kept for the backward pass when it fits (``token_nll``).
     """
     if is_packed(batch):
-        return _packed_sequence_logps(config, params, batch, chunk_size, chosen_nll)
+        return _packed_sequence_logps(config, params, batch, chunk_size, chosen_nll, keep_gb)
     rows = flatten_pairs(batch)
     hidden = forward_hidden(config, params, rows["input_ids"], segment_ids=rows["segment_ids"],
                             positions=rows["positions"])
@@ -99,7 +100,8 @@ def sequence_logps(config: ModelConfig, params, batch: dict, *, chunk_size: int 
         every = every * (jnp.arange(every.shape[0]) % 2 == 0)[:, None]  # chosen rows only
         computed = jnp.maximum(weights, every)
     nll, _ = token_nll(hidden, lm_head_kernel(config, params), targets, chunk_size=chunk_size,
-                       weights_bt=computed, max_weighted=0 if chosen_nll else max_completion)
+                       weights_bt=computed, max_weighted=0 if chosen_nll else max_completion,
+                       keep_gb=keep_gb)
     pairs = batch["input_ids"].shape[0]
     logps = -(nll * weights).sum(-1).reshape(pairs, 2)
     lengths = weights.sum(-1).reshape(pairs, 2)
@@ -178,7 +180,8 @@ def pair_losses(loss_type: str, policy: jax.Array, reference: jax.Array | None,
 
 def dpo_loss(config: ModelConfig, params, batch: dict, rng=None, *, loss_type: str = "sigmoid",
              beta: float = 0.1, label_smoothing: float = 0.0, gamma: float = 0.0,
-             sft_weight: float = 0.0, chunk_size: int = 1024, max_completion: int = 0):
+             sft_weight: float = 0.0, chunk_size: int = 1024, max_completion: int = 0,
+             keep_gb: float = 0.0):
     """Mean preference loss over the pairs of a batch, with TRL's metrics.
 
     ``batch["ref_logps"]`` ``[pairs, 2]`` is required unless the loss is
@@ -188,10 +191,10 @@ def dpo_loss(config: ModelConfig, params, batch: dict, rng=None, *, loss_type: s
     del rng
     if loss_type == "orpo":
         policy, lengths, (nll_sum, nll_count) = sequence_logps(
-            config, params, batch, chunk_size=chunk_size, chosen_nll=True)
+            config, params, batch, chunk_size=chunk_size, chosen_nll=True, keep_gb=keep_gb)
     else:
         policy, lengths = sequence_logps(config, params, batch, chunk_size=chunk_size,
-                                         max_completion=max_completion)
+                                         max_completion=max_completion, keep_gb=keep_gb)
     reference = None if loss_type in REFERENCE_FREE else batch["ref_logps"].reshape(-1, 2)
     policy, lengths = policy.reshape(-1, 2), lengths.reshape(-1, 2)  # packed: every slot
     real = (lengths[:, 0] > 0).astype(jnp.float32)
@@ -235,6 +238,9 @@ def _dpo_config(c) -> None:
     # Responses truncated to this many tokens (TRL's max_completion_length; 0: what fits in
     # seq_len): the vocabulary projection then runs on that many positions per row only
     o.max_completion_length = 0
+    # GiB per device the vocabulary softmax of a step may take to be kept for the backward
+    # pass (three vocabulary-sized matmuls instead of four; 0: always recomputed)
+    o.loss_keep_gb = 1.0
 
 
 def _make_dpo_loss(o, model_config: ModelConfig):
@@ -243,7 +249,8 @@ def _make_dpo_loss(o, model_config: ModelConfig):
     return functools.partial(dpo_loss, model_config, loss_type=o.loss_type, beta=o.beta,
                              label_smoothing=o.label_smoothing, gamma=o.gamma,
                              sft_weight=o.sft_weight, chunk_size=o.loss_chunk_size,
-                             max_completion=o.get("max_completion_length", 0))
+                             max_completion=o.get("max_completion_length", 0),
+                             keep_gb=o.get("loss_keep_gb", 0.0))
 
 
 register(Objective(

@@ -1,5 +1,7 @@
 """Next-token loss: chunked NLL against float64 NumPy, targets and masks by hand."""
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -119,6 +121,40 @@ def test_token_nll_skips_per_device_on_eight_devices():
     assert np.all(np.asarray(nll)[~on] == 0)
 
 
+@pytest.mark.parametrize("skip", [False, True])
+def test_token_nll_keeps_the_softmax_when_it_fits(skip):
+    """``keep_gb``: the forward pass keeps each chunk's softmax and the backward pass uses
+    it instead of recomputing the logits: one vocabulary-sized matmul fewer in the
+    program, the same values and gradients (a sequence-level loss, as DPO's), and a budget
+    too small for the softmax recomputes."""
+    rs = np.random.RandomState(8)
+    h = jnp.asarray(rs.randn(4, 24, 16), jnp.float32)
+    k = jnp.asarray(rs.randn(16, 1000) * 0.3, jnp.float32)
+    y = jnp.asarray(rs.randint(0, 1000, (4, 24)))
+    w = np.zeros((4, 24), np.float32)
+    w[:, 6:] = 1.0
+    w[2, 10:] = 0.0
+    w = jnp.asarray(w)
+
+    def loss(hh, kk, keep):
+        nll, lse = token_nll(hh, kk, y, chunk_size=4, weights_bt=w, skip=skip, keep_gb=keep)
+        seq = -(nll * w).sum(-1).reshape(2, 2)
+        return -jax.nn.log_sigmoid(seq[:, 0] - seq[:, 1]).sum() + 0.01 * (lse * w).sum()
+
+    def vocab_dots(keep):
+        text = jax.jit(jax.grad(loss, argnums=(0, 1)), static_argnums=2).lower(
+            h, k, keep).as_text()
+        return sum(1 for line in text.splitlines() if "dot_general" in line and "1000" in line)
+
+    softmax = 4 * 24 * 1000 * 4 / 2 ** 30  # GiB of every chunk's float32 softmax
+    assert vocab_dots(0.0) == 4 and vocab_dots(softmax) == 3 and vocab_dots(softmax / 2) == 4
+    grad = jax.jit(jax.value_and_grad(loss, argnums=(0, 1)), static_argnums=2)
+    (want, (wh, wk)), (got, (gh, gk)) = grad(h, k, 0.0), grad(h, k, softmax)
+    np.testing.assert_allclose(got, want, rtol=1e-6)
+    np.testing.assert_allclose(gh, wh, rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(gk, wk, rtol=1e-5, atol=1e-7)
+
+
 def test_targets_respect_segments_padding_and_loss_mask():
     batch = {
         "input_ids": jnp.array([[5, 6, 7, 8, 9, 0]]),
@@ -146,21 +182,27 @@ def test_lm_loss_equals_mean_of_log_softmax():
     assert loss > metrics["nll"]  # z-loss adds a positive term
 
 
-@pytest.mark.parametrize("chunk", [1, 7, 64])
-def test_fused_weighted_sums_match_float64_reference(chunk):
+@pytest.mark.parametrize("chunk,skip", [(1, False), (7, False), (64, False), (1, True),
+                                        (7, True), (64, True)])
+def test_fused_weighted_sums_match_float64_reference(chunk, skip):
     """``weighted_nll_sums`` (gradients computed in the forward pass): the total, the two
     sums and the gradients of the hidden states and the kernel, scaled by a cotangent,
-    equal float64 NumPy."""
+    equal float64 NumPy; with ``skip`` (each row's weighted positions moved to the front,
+    chunks without one not computed) as well, on rows whose weighted positions differ."""
     rs = np.random.RandomState(2)
     h = rs.randn(2, 37, 16).astype(np.float32)
     w = (rs.randn(16, 50) * 0.5).astype(np.float32)
     y = rs.randint(0, 50, (2, 37))
     wt = (rs.rand(2, 37) > 0.3) * rs.uniform(0.5, 2, (2, 37))
+    if skip:  # a 12-token prompt, then a response; the other row: 5 scattered targets
+        wt[0, :12] = 0.0
+        wt[1] = 0.0
+        wt[1, [3, 9, 10, 30, 36]] = 1.5
     z, g = 0.02, 0.37  # z-loss coefficient; the cotangent of the total
 
     def total(hh, ww):
         t, sums = weighted_nll_sums(hh, ww, jnp.asarray(y), jnp.asarray(wt, jnp.float32),
-                                    z_coef=z, chunk_size=chunk)
+                                    z_coef=z, chunk_size=chunk, skip=skip)
         return g * t, sums
 
     (value, (nll_sum, z_sum)), (gh, gw) = jax.value_and_grad(total, argnums=(0, 1),
@@ -179,6 +221,86 @@ def test_fused_weighted_sums_match_float64_reference(chunk):
     np.testing.assert_allclose(gh, g * d @ w.T.astype(np.float64), rtol=1e-4, atol=1e-5)
     np.testing.assert_allclose(gw, g * np.einsum("btd,btv->dv", h.astype(np.float64), d),
                                rtol=1e-4, atol=1e-4)
+
+
+def test_fused_sums_skip_per_device_on_eight_devices():
+    """``weighted_nll_sums(skip=None)`` on a mesh that splits only rows: each device skips
+    the chunks its own rows do not need (a conditional in the compiled program): the
+    total, the sums and both gradients equal the unskipped computation."""
+    from jax.sharding import NamedSharding, PartitionSpec as P
+
+    from medjax.parallel import make_mesh
+    rs = np.random.RandomState(3)
+    h = rs.randn(8, 24, 8).astype(np.float32)
+    w = rs.randn(8, 40).astype(np.float32)
+    y = rs.randint(0, 40, (8, 24))
+    weights = np.zeros((8, 24), np.float32)
+    weights[0, 20:] = 1.0
+    weights[3, 2:22] = 1.0
+    weights[5, [1, 7]] = 2.0
+
+    def total(hh, ww, skip):
+        t, sums = weighted_nll_sums(hh, ww, jnp.asarray(y), jnp.asarray(weights),
+                                    z_coef=0.01, chunk_size=4, skip=skip)
+        return 0.3 * t, sums
+
+    grad = jax.value_and_grad(total, argnums=(0, 1), has_aux=True)
+    (want, want_sums), (want_h, want_w) = jax.jit(grad, static_argnums=2)(h, w, False)
+    mesh = make_mesh(data=2, fsdp=4, tensor=1)
+    rows = NamedSharding(mesh, P(("data", "fsdp")))
+    with jax.set_mesh(mesh):
+        f = jax.jit(grad, static_argnums=2)
+        hs = jax.device_put(h, rows)
+        assert "conditional" in f.lower(hs, w, None).compile().as_text()
+        (got, sums), (gh, gw) = f(hs, w, None)
+    np.testing.assert_allclose(got, want, rtol=1e-6)
+    np.testing.assert_allclose(sums, want_sums, rtol=1e-6)
+    np.testing.assert_allclose(gh, want_h, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(gw, want_w, rtol=1e-5, atol=1e-6)
+    assert np.all(np.asarray(gh)[weights == 0] == 0)
+
+
+def test_sft_loss_skips_the_prompt_and_equals_pretrain_loss():
+    """The SFT objective (on one device the prompt positions get no logits: the program
+    holds the skip) and the unskipped loss give the same loss, metrics and gradients, with
+    both vocabulary projections, also on 8 devices splitting rows."""
+    from jax.sharding import NamedSharding, PartitionSpec as P
+    from ml_collections import ConfigDict
+
+    from medjax import objectives
+    from medjax.parallel import make_mesh
+    config = get_preset("llama3_tiny", vocab_size=512)
+    params = init_params(config, jax.random.key(6))
+    rs = np.random.RandomState(7)
+    mask = np.zeros((8, 32), np.int32)
+    mask[:, 20:] = 1  # a 20-token prompt: 2 of 4 chunks of 8 need no logits
+    mask[3, 5:] = 1  # a longer response
+    batch = {"input_ids": jnp.asarray(rs.randint(0, 512, (8, 32))),
+             "segment_ids": jnp.ones((8, 32), jnp.int32), "loss_mask": jnp.asarray(mask)}
+    c = ConfigDict({"objective": {}})
+    objectives.get("sft").add_config(c)
+    o = c.objective
+    assert o.skip_untrained  # SFT's default
+    o.z_loss, o.loss_chunk_size = 1e-3, 8
+    mesh = make_mesh(data=2, fsdp=4, tensor=1)
+    rows = NamedSharding(mesh, P(("data", "fsdp")))
+    for impl in ("fused", "recompute"):
+        o.lm_head_grad = impl
+        sft = jax.jit(jax.value_and_grad(objectives.get("sft").make_loss(o, config),
+                                         has_aux=True))
+        plain = jax.jit(jax.value_and_grad(functools.partial(
+            lm_loss, config, z_loss=1e-3, chunk_size=8, lm_head_grad=impl), has_aux=True))
+        (b, bm), bg = plain(params, batch)
+        with jax.set_mesh(make_mesh(data=1, fsdp=1, tensor=1, devices=jax.devices()[:1])):
+            assert "conditional(" in sft.lower(params, batch).compile().as_text()
+            one = sft(params, batch)
+        with jax.set_mesh(mesh):
+            eight = sft(params, jax.device_put(batch, rows))
+        for (a, am), ag in (one, eight):
+            np.testing.assert_allclose(a, b, rtol=1e-6)
+            np.testing.assert_allclose(am["nll"], bm["nll"], rtol=1e-6)
+            for x, z in zip(jax.tree.leaves(ag), jax.tree.leaves(bg)):
+                np.testing.assert_allclose(x, z, rtol=1e-4, atol=1e-7)
 
 
 def test_lm_loss_fused_equals_recompute_on_one_and_eight_devices():

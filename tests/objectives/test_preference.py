@@ -214,3 +214,40 @@ def test_nll_terms_are_trl_token_means(hf_case, loss_type, sft_weight):
     np.testing.assert_allclose(float(got), want, rtol=2e-5)
     per_pair_mean = np.mean([c.mean() for c in chosen_ce])
     assert abs(per_pair_mean - token_mean) > 1e-3  # the case tells the two definitions apart
+
+
+@pytest.mark.parametrize("name", ["dpo", "kto"])
+def test_objective_keeps_the_softmax_within_loss_keep_gb(name):
+    """``objective.loss_keep_gb`` (default 1 GiB) reaches the policy's log-probs: the
+    step's program has one vocabulary-sized matmul fewer with it than with 0, and the loss
+    and gradients are the same."""
+    from ml_collections import ConfigDict
+
+    from medjax import objectives
+    from medjax.models import get_preset, init_params
+    config = get_preset("llama3_tiny", vocab_size=1000)
+    params = init_params(config, jax.random.key(1))
+    rs = np.random.RandomState(6)
+    batch = {k: jnp.asarray(v) for k, v in _pairs_batch(
+        [(rs.randint(0, 1000, 5).tolist(), rs.randint(0, 1000, 6).tolist(),
+          rs.randint(0, 1000, 9).tolist()) for _ in range(2)], 24).items()}
+    batch["ref_logps"] = jnp.asarray(rs.randn(2, 2), jnp.float32)
+    if name == "kto":
+        batch["label"] = jnp.asarray([1, 0], jnp.int32)
+    c = ConfigDict({"objective": {}})
+    objectives.get(name).add_config(c)
+    assert c.objective.loss_keep_gb == 1.0
+    c.objective.loss_chunk_size = 8
+    results = {}
+    for keep in (0.0, 1.0):
+        c.objective.loss_keep_gb = keep
+        loss = objectives.get(name).make_loss(c.objective, config)
+        step = jax.jit(jax.value_and_grad(lambda p, b: loss(p, b)[0]))
+        text = step.lower(params, batch).as_text()
+        dots = sum(1 for line in text.splitlines() if "dot_general" in line and "1000" in line)
+        results[keep] = dots, step(params, batch)
+    assert results[1.0][0] == results[0.0][0] - 1
+    (want, wg), (got, gg) = results[0.0][1], results[1.0][1]
+    np.testing.assert_allclose(got, want, rtol=1e-6)
+    for a, b in zip(jax.tree.leaves(gg), jax.tree.leaves(wg)):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
