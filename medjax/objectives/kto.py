@@ -80,7 +80,7 @@ def _kto_config(c) -> None:
     o.undesirable_weight = 1.0
     o.reference = "frozen"  # frozen | a model directory (the KL rows need the model)
     o.loss_chunk_size = 1024
-    o.loss_keep_gb = 1.0  # as DPO's: the softmax kept for the backward pass when it fits
+    o.loss_keep_gb = 0.0  # as DPO's: the softmax kept for the backward pass when it fits
 
 
 def _make_kto_loss(o, model_config: ModelConfig):

@@ -218,9 +218,9 @@ def test_nll_terms_are_trl_token_means(hf_case, loss_type, sft_weight):
 
 @pytest.mark.parametrize("name", ["dpo", "kto"])
 def test_objective_keeps_the_softmax_within_loss_keep_gb(name):
-    """``objective.loss_keep_gb`` (default 1 GiB) reaches the policy's log-probs: the
-    step's program has one vocabulary-sized matmul fewer with it than with 0, and the loss
-    and gradients are the same."""
+    """``objective.loss_keep_gb`` (default 0: recompute) reaches the policy's log-probs:
+    the step's program has one vocabulary-sized matmul fewer with 1 GiB than with 0, and
+    the loss and gradients are the same."""
     from ml_collections import ConfigDict
 
     from medjax import objectives
@@ -236,7 +236,7 @@ def test_objective_keeps_the_softmax_within_loss_keep_gb(name):
         batch["label"] = jnp.asarray([1, 0], jnp.int32)
     c = ConfigDict({"objective": {}})
     objectives.get(name).add_config(c)
-    assert c.objective.loss_keep_gb == 1.0
+    assert c.objective.loss_keep_gb == 0.0
     c.objective.loss_chunk_size = 8
     results = {}
     for keep in (0.0, 1.0):
