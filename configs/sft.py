@@ -19,8 +19,12 @@ def get_config(arg=None):
     variant = parse_arg(arg, __file__, variants=("llama3_8b", "llama31_8b", "llama3_70b")).variant
     c = base("sft")
     c.data.sources = os.path.join(SAMPLES, "sft_sharegpt.jsonl")  # held out: *_eval.jsonl
+    # Chunks of 64 positions: the prompt's chunks are skipped (one device); 1.23x the
+    # steps/s of one 1024 chunk on the CPU (benchmarks/RESULTS.md)
+    c.objective.loss_chunk_size = 64
     if variant:
         full_size(c, variant, tokenizer="llama3")
+        c.objective.loss_chunk_size = 1024
         c.seq_len = 8192 if variant != "llama3_70b" else 4096
         c.batch_size = 128  # UltraMedical: global batch 128, packing
         c.epochs = 3
