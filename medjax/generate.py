@@ -256,9 +256,15 @@ def _read_prompts(path: str) -> list:
                 record = json.loads(line)
             except ValueError as e:
                 raise ValueError(f"{path}:{n}: malformed JSON ({e})") from None
-            prompt = record.get("prompt", record.get("messages")) if isinstance(
-                record, dict) else None
-            if not isinstance(prompt, (str, list)) or not prompt:
+            if not isinstance(record, dict):
+                raise ValueError(f"{path}:{n}: expected a JSON object with 'prompt' or "
+                                 f"'messages', got {type(record).__name__}")
+            field = "prompt" if "prompt" in record else "messages"
+            prompt = record.get(field)
+            if prompt is not None and not isinstance(prompt, (str, list)):
+                raise ValueError(f"{path}:{n}: field {field!r}: expected text or a list of "
+                                 f"messages, got {type(prompt).__name__}")
+            if not prompt:
                 raise ValueError(f"{path}:{n}: field 'prompt' (text or messages) or "
                                  "'messages' is missing or empty")
             prompts.append(prompt)

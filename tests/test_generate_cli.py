@@ -53,3 +53,22 @@ def test_bad_arguments_are_one_line(model_dir, tmp_path):
         assert lines[-1].startswith("medjax.generate: error: ") and want in lines[-1], lines
     r = _gen(f"--model={tmp_path}/nope", "--prompt=a")
     assert r.returncode != 0 and "no such directory" in r.stderr.strip().splitlines()[-1]
+
+
+def test_prompts_file_errors_name_line_field_and_type(tmp_path):
+    """A prompts file's bad line: one error naming the file, line, field and what it got."""
+    from medjax.generate import _read_prompts
+    bad = tmp_path / "p.jsonl"
+    for line, want in [('{"prompt": 5}', "p.jsonl:2: field 'prompt': expected text or a "
+                                         "list of messages, got int"),
+                       ('{"messages": {"role": "user"}}', "p.jsonl:2: field 'messages': "
+                                                          "expected text or a list of "
+                                                          "messages, got dict"),
+                       ('["What is anemia?"]', "p.jsonl:2: expected a JSON object"),
+                       ('{"question": "x"}', "p.jsonl:2: field 'prompt' (text or messages) "
+                                             "or 'messages' is missing or empty"),
+                       ('{"prompt": ""}', "is missing or empty")]:
+        bad.write_text('{"prompt": "ok"}\n' + line + "\n")
+        with pytest.raises(ValueError) as e:
+            _read_prompts(str(bad))
+        assert want in str(e.value) and "\n" not in str(e.value), str(e.value)
