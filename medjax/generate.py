@@ -39,7 +39,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from .models import ModelConfig
-from .models.decoder import cache_shapes, forward_cached, split_layers, unstack_layers
+from .models.decoder import empty_cache, forward_cached, split_layers, unstack_layers
 from .parallel.sharding import batch_divisor, constrain
 
 
@@ -124,10 +124,9 @@ def _generate(config: ModelConfig, params, ids_bt, lengths_b, key, *, max_new_to
               on_token=None):
     b, t = ids_bt.shape
     cache_len = t + max_new_tokens
-    dtype = jnp.dtype(config.dtype)
     # Under a mesh: rows over the batch axes (data, fsdp), KV heads over tensor.
-    cache = tuple(constrain(jnp.zeros(shape, dtype), axes)
-                  for shape, axes in zip(cache_shapes(config, b, cache_len), CACHE_AXES))
+    cache = tuple(constrain(c, axes)
+                  for c, axes in zip(empty_cache(config, b, cache_len), CACHE_AXES))
     if not config.scan_layers or isinstance(params["layers"], (list, tuple)):
         params, cache = unstack_layers(params, cache)  # split once, outside the decode loop
     last_pos = jnp.maximum(lengths_b - 1, 0)[:, None]  # each row's last prompt token

@@ -211,10 +211,11 @@ def cached_attention(config: ModelConfig, q_btnh, k_cache_bkhs, v_cache_bksh, q_
     Both products are plain matmuls per (row, KV head) on the cache as stored (keys
     transposed so the scores are ``q @ K``, not ``q @ K.T``), their outputs in
     ``dot_general``'s own order; the grouped query heads sharing a KV head are the rows of
-    the left operand (no repeat of the cache). Scores and softmax in float32. Measured on
-    the 2-core CPU at batch 16 (``benchmarks/generate.py``), the keys stored as
-    ``[.., cache_len, head_dim]`` made the scores 2.6x slower and an output in
-    ``[batch, t, kv, group, head_dim]`` order sent the values' product to a slow dot."""
+    the left operand (no repeat of the cache). Scores and softmax in float32. Profiled on
+    the 2-core CPU at batch 16 (``benchmarks/decode_ablation.py --profile``, RESULTS.md),
+    keys stored ``[.., cache_len, head_dim]`` took 1.8 ms a step for the scores (0.8 now)
+    and an output in ``[batch, t, kv, group, head_dim]`` order sent the values' product to
+    a plain dot at 3.1 ms (0.65 now)."""
     b, t, n, h = q_btnh.shape
     kv = k_cache_bkhs.shape[1]
     q_bktgh = q_btnh.reshape(b, t, kv, n // kv, h).transpose(0, 2, 1, 3, 4)

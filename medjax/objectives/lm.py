@@ -331,8 +331,7 @@ _permute_positions.defvjp(_permute_positions_fwd, _permute_positions_bwd)
 
 def weighted_nll_sums(hidden_btd: jax.Array, kernel_dv: jax.Array, targets_bt: jax.Array,
                       weights_bt: jax.Array, *, z_coef: float = 0.0, chunk_size: int = 1024,
-                      skip: bool | None = False
-                      ) -> tuple[jax.Array, tuple[jax.Array, jax.Array]]:
+                      skip: bool = False) -> tuple[jax.Array, tuple[jax.Array, jax.Array]]:
     """``sum(w * nll) + z_coef * sum(w * lse^2)`` over every position, and the two sums.
 
     Differentiable in the total only (the sums are for logging and get no gradient);
@@ -343,26 +342,10 @@ def weighted_nll_sums(hidden_btd: jax.Array, kernel_dv: jax.Array, targets_bt: j
     ``skip``: positions of weight 0 (an SFT prompt, padding) get no logits: each row's
     weighted positions are moved to its front and a chunk in which no row has one is
     skipped (the vocabulary projection then costs what the trained tokens need, as in
-    ``token_nll``). None: on where it is safe, as ``token_nll`` decides (one device, or
-    per device in a ``shard_map`` on a mesh that splits only rows); False: off (every
-    position computed; pretraining, where nearly every weight is 1).
+    ``token_nll``). For one device: on a mesh the skip's branches would need the whole LM
+    head on each device (``token_nll``'s ``shard_map``), which for SFT cost more memory
+    than it saved work (``lm_loss``).
     """
-    if skip is None:
-        batch = _rows_only_split()
-        if batch and hidden_btd.shape[0] % jax.sharding.get_abstract_mesh().size == 0:
-            from jax.sharding import PartitionSpec as P
-            rows = P(batch)
-
-            def local(h, k, y, w):  # each device's sums, as [1] arrays along the rows' axes
-                total, (nll, z) = _weighted_nll_sums(h, k, y, w, z_coef=z_coef,
-                                                     chunk_size=chunk_size, skip=True)
-                return total[None], nll[None], z[None]
-
-            total, nll, z = jax.shard_map(
-                local, in_specs=(rows, P(), rows, rows), out_specs=(rows, rows, rows),
-                check_vma=False)(hidden_btd, kernel_dv, targets_bt, weights_bt)
-            return total.sum(), jax.lax.stop_gradient((nll.sum(), z.sum()))
-        skip = _one_device()
     total, sums = _weighted_nll_sums(hidden_btd, kernel_dv, targets_bt, weights_bt,
                                      z_coef=z_coef, chunk_size=chunk_size, skip=skip)
     return total, jax.lax.stop_gradient(sums)
@@ -416,8 +399,9 @@ def lm_loss(config: ModelConfig, params, batch: dict, rng=None, *, z_loss: float
     denom = jnp.maximum(count, 1.0)
     kernel = lm_head_kernel(config, params)
     if lm_head_grad == "fused":
-        # One device only: per device on a mesh (skip=None) gathers the whole LM head on
-        # each; the 70B SFT memory plan grew 3.6 GiB a device for < 1.5% of its FLOPs.
+        # One device only: per device on a mesh (a shard_map, as token_nll's) gathered the
+        # whole LM head on each; the 70B SFT memory plan grew 3.6 GiB a device for < 1.5%
+        # of its FLOPs.
         total, (nll_sum, z_sum) = weighted_nll_sums(
             hidden, kernel, targets, weights, z_coef=z_loss, chunk_size=chunk_size,
             skip=skip_untrained and _one_device())

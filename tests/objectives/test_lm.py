@@ -78,10 +78,15 @@ def test_token_nll_skips_unweighted_positions_exactly(chunk):
     np.testing.assert_allclose(g, ref_g, rtol=1e-4, atol=1e-4)
 
 
-def _eight_rows(seed):
-    """Hidden states, kernel, targets and weights of 8 rows whose weighted positions need
-    0-5 chunks of 4: a 4-token response, 20 tokens, two scattered, none at all."""
-    rs = np.random.RandomState(seed)
+def test_token_nll_skips_per_device_on_eight_devices():
+    """On a mesh that splits only rows (data x fsdp), each device skips the chunks its own
+    rows do not need (a conditional in the compiled step, no collective inside it): the
+    values and both gradients equal the unskipped computation and the float64 reference.
+    Before, skipping was off on any mesh (the branches held collectives and deadlocked)."""
+    from jax.sharding import NamedSharding, PartitionSpec as P
+
+    from medjax.parallel import make_mesh
+    rs = np.random.RandomState(2)
     h = rs.randn(8, 24, 8).astype(np.float32)
     w = rs.randn(8, 40).astype(np.float32)
     y = rs.randint(0, 40, (8, 24))
@@ -89,40 +94,21 @@ def _eight_rows(seed):
     weights[0, 20:] = 1.0  # device 0: a 4-token response
     weights[3, 2:22] = 1.0  # device 3: 20 tokens, more chunks
     weights[5, [1, 7]] = 2.0  # scattered; devices 1, 2, 4, 6, 7: none at all
-    return h, w, y, weights
-
-
-def _unskipped_and_per_device(total, h, w):
-    """``value_and_grad(total)`` (args: hidden, kernel, skip) with skip=False on one device,
-    and with skip=None on 8 devices splitting rows, whose compiled program must hold the
-    skip's conditional."""
-    from jax.sharding import NamedSharding, PartitionSpec as P
-
-    from medjax.parallel import make_mesh
-    grad = jax.value_and_grad(total, argnums=(0, 1), has_aux=True)
-    want = jax.jit(grad, static_argnums=2)(h, w, False)
-    mesh = make_mesh(data=2, fsdp=4, tensor=1)
-    with jax.set_mesh(mesh):
-        f = jax.jit(grad, static_argnums=2)
-        hs = jax.device_put(h, NamedSharding(mesh, P(("data", "fsdp"))))
-        assert "conditional" in f.lower(hs, w, None).compile().as_text()
-        return want, f(hs, w, None)
-
-
-def test_token_nll_skips_per_device_on_eight_devices():
-    """On a mesh that splits only rows (data x fsdp), each device skips the chunks its own
-    rows do not need (a conditional in the compiled step, no collective inside it): the
-    values and both gradients equal the unskipped computation and the float64 reference.
-    Before, skipping was off on any mesh (the branches held collectives and deadlocked)."""
-    h, w, y, weights = _eight_rows(2)
 
     def total(hh, ww, skip):
         nll, lse = token_nll(hh, ww, jnp.asarray(y), chunk_size=4,
                              weights_bt=jnp.asarray(weights), skip=skip)
         return (nll * weights).sum() + 0.1 * (lse * weights).sum(), nll
 
-    ((_, want_nll), (want_h, want_w)), ((_, nll), (gh, gw)) = _unskipped_and_per_device(
-        total, h, w)
+    grad = jax.value_and_grad(total, argnums=(0, 1), has_aux=True)
+    (_, want_nll), (want_h, want_w) = jax.jit(grad, static_argnums=2)(h, w, False)
+    mesh = make_mesh(data=2, fsdp=4, tensor=1)
+    rows = NamedSharding(mesh, P(("data", "fsdp")))
+    with jax.set_mesh(mesh):
+        f = jax.jit(grad, static_argnums=2)
+        hs = jax.device_put(h, rows)
+        assert "conditional" in f.lower(hs, w, None).compile().as_text()
+        (_, nll), (gh, gw) = f(hs, w, None)
     np.testing.assert_allclose(nll, want_nll, rtol=1e-6, atol=1e-6)
     np.testing.assert_allclose(gh, want_h, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(gw, want_w, rtol=1e-5, atol=1e-6)
@@ -235,26 +221,6 @@ def test_fused_weighted_sums_match_float64_reference(chunk, skip):
     np.testing.assert_allclose(gh, g * d @ w.T.astype(np.float64), rtol=1e-4, atol=1e-5)
     np.testing.assert_allclose(gw, g * np.einsum("btd,btv->dv", h.astype(np.float64), d),
                                rtol=1e-4, atol=1e-4)
-
-
-def test_fused_sums_skip_per_device_on_eight_devices():
-    """``weighted_nll_sums(skip=None)`` on a mesh that splits only rows: each device skips
-    the chunks its own rows do not need (a conditional in the compiled program): the
-    total, the sums and both gradients equal the unskipped computation."""
-    h, w, y, weights = _eight_rows(3)
-
-    def total(hh, ww, skip):
-        t, sums = weighted_nll_sums(hh, ww, jnp.asarray(y), jnp.asarray(weights),
-                                    z_coef=0.01, chunk_size=4, skip=skip)
-        return 0.3 * t, sums
-
-    ((want, want_sums), (want_h, want_w)), ((got, sums), (gh, gw)) = \
-        _unskipped_and_per_device(total, h, w)
-    np.testing.assert_allclose(got, want, rtol=1e-6)
-    np.testing.assert_allclose(sums, want_sums, rtol=1e-6)
-    np.testing.assert_allclose(gh, want_h, rtol=1e-5, atol=1e-6)
-    np.testing.assert_allclose(gw, want_w, rtol=1e-5, atol=1e-6)
-    assert np.all(np.asarray(gh)[weights == 0] == 0)
 
 
 def test_sft_loss_skips_the_prompt_and_equals_pretrain_loss():
