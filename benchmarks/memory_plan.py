@@ -248,7 +248,8 @@ _DTYPE_BYTES = {"bf16": 2, "f16": 2, "f32": 4, "f64": 8, "s32": 4, "pred": 1, "s
 def saved_activation_stacks(hlo: str, num_layers: int, rows: int, seq_len: int,
                             weights=None) -> dict:
     """Bytes per dtype of the per-layer activations the forward layer scan stacks for
-    the backward pass: its loop-carried arrays shaped [layers, rows, seq_len, ...]; not
+    the backward pass: its loop-carried arrays shaped [layers, rows, seq_len, ...] (or
+    [layers, rows * seq_len, ...]); not
     those shaped like a per-device shard of ``weights`` (whole experts over fsdp make an
     expert stack [layers, 1, embed, mlp], which one row of ``seq_len = embed`` matches)."""
     skip = {tuple(x.sharding.shard_shape(x.shape)) for x in jax.tree.leaves(weights or {})}
@@ -259,12 +260,27 @@ def saved_activation_stacks(hlo: str, num_layers: int, rows: int, seq_len: int,
         found: dict[str, int] = {}
         for dt, dims in _ARRAY.findall(tup):
             shape = [int(d) for d in dims.split(",") if d]
-            if len(shape) >= 3 and shape[:3] == [num_layers, rows, seq_len] and tuple(
-                    shape) not in skip:
+            # [layers, rows, seq_len, ...], or [layers, rows * seq_len, ...] (the inputs of
+            # decoder.project's 2-D matmuls)
+            stacked = (len(shape) >= 3 and shape[:3] == [num_layers, rows, seq_len]) or (
+                len(shape) >= 2 and shape[:2] == [num_layers, rows * seq_len])
+            if stacked and tuple(shape) not in skip:
                 found[dt] = found.get(dt, 0) + math.prod(shape) * _DTYPE_BYTES[dt]
         if sum(found.values()) > sum(best.values()):
             best = found
     return best
+
+
+def _merged_shapes(shape) -> set[tuple]:
+    """``shape`` and every shape made by merging adjacent axes of it, each sorted: the
+    forms a weight takes in the program (``decoder.project`` multiplies ``[d, heads,
+    head_dim]`` as ``[d, heads * head_dim]``)."""
+    shape = tuple(shape)
+    out = {tuple(sorted(shape))}
+    for i in range(len(shape) - 1):
+        merged = shape[:i] + (shape[i] * shape[i + 1],) + shape[i + 2:]
+        out |= _merged_shapes(merged)
+    return out
 
 
 def upcast_copies(hlo: str, weights) -> int:
@@ -279,8 +295,8 @@ def upcast_copies(hlo: str, weights) -> int:
     wanted: dict[tuple, int] = {}
     for x in jax.tree.leaves(weights):
         if jnp.dtype(x.dtype) == jnp.bfloat16:
-            key = tuple(sorted(x.sharding.shard_shape(x.shape)))
-            wanted[key] = wanted.get(key, 0) + 1
+            for key in _merged_shapes(x.sharding.shard_shape(x.shape)):
+                wanted[key] = wanted.get(key, 0) + 1
     best = 0
     for tup, _ in _WHILE.findall(hlo):
         found: dict[tuple, int] = {}

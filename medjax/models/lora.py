@@ -205,7 +205,8 @@ def attach(base: dict, trainable: dict, rng: jax.Array | None = None,
 
 def adapter_delta(module, name: str, x: jax.Array, rng, index: int):
     """``scale * dropout(x) @ A @ B`` of projection ``name`` in a decoder module (``x``
-    ``[b, t, ...in]``), flattened to ``[b, t, out]``; None where it has no adapter."""
+    ``[b, t, ...in]``), as ``[b * t, out]`` (``add_delta`` reshapes it to the projection's
+    output); None where it has no adapter."""
     lora = module.config.lora
     if lora is None or not module.has_variable("params", "lora"):
         return None
@@ -213,7 +214,9 @@ def adapter_delta(module, name: str, x: jax.Array, rng, index: int):
     if name not in adapters:
         return None
     a, b = adapters[name]["a"], adapters[name]["b"]
-    x = x.reshape(*x.shape[:2], -1).astype(a.dtype)  # as PEFT: the adapter's own dtype
+    # [tokens, in]: 2-D matmuls, as decoder.project (the gradients' too); as PEFT, in the
+    # adapter's own dtype
+    x = x.reshape(x.shape[0] * x.shape[1], -1).astype(a.dtype)
     if rng is not None and lora.dropout > 0:
         keep = jax.random.bernoulli(jax.random.fold_in(rng, index), 1.0 - lora.dropout,
                                     x.shape)

@@ -52,8 +52,26 @@ def _chunked_nll(h_cbkd, kernel_dv, y_cbk, active_c, skip: bool, keep: bool):
     return _chunked_nll_fwd(h_cbkd, kernel_dv, y_cbk, active_c, skip, False)[0]
 
 
+# The chunk's three vocabulary matmuls on [rows * chunk, ...] 2-D operands: with [rows,
+# chunk] kept as two axes the kernel's gradient contracts over both, which XLA's CPU
+# backend lowered with a transpose of an operand first (decoder.project).
 def _chunk_logits(h_bkd, kernel_dv):
-    return jnp.einsum("bkd,dv->bkv", h_bkd, kernel_dv.astype(h_bkd.dtype),
+    b, k, d = h_bkd.shape
+    return jnp.einsum("xd,dv->xv", h_bkd.reshape(b * k, d), kernel_dv.astype(h_bkd.dtype),
+                      preferred_element_type=jnp.float32).reshape(b, k, -1)
+
+
+def _hidden_grad(d_bkv, kernel_dv, dtype):
+    """d hidden = d logits @ kernel.T, ``[rows, chunk, hidden]`` in float32."""
+    b, k, v = d_bkv.shape
+    return jnp.einsum("xv,dv->xd", d_bkv.reshape(b * k, v), kernel_dv.astype(dtype),
+                      preferred_element_type=jnp.float32).reshape(b, k, -1)
+
+
+def _kernel_grad(h_bkd, d_bkv):
+    """d kernel = hidden.T @ d logits over the chunk's positions, in float32."""
+    b, k, d = h_bkd.shape
+    return jnp.einsum("xd,xv->dv", h_bkd.reshape(b * k, d), d_bkv.reshape(b * k, -1),
                       preferred_element_type=jnp.float32)
 
 
@@ -93,9 +111,8 @@ def _chunked_nll_bwd(skip, keep, res, cotangents):
         d = p * (gn_bk + gl_bk)[..., None]
         d = d - jax.nn.one_hot(y_bk, p.shape[-1], dtype=d.dtype) * gn_bk[..., None]
         d = d.astype(h_bkd.dtype)
-        dh = jnp.einsum("bkv,dv->bkd", d, kernel_dv.astype(h_bkd.dtype),
-                        preferred_element_type=jnp.float32).astype(h_bkd.dtype)
-        dk = dk + jnp.einsum("bkd,bkv->dv", h_bkd, d, preferred_element_type=jnp.float32)
+        dh = _hidden_grad(d, kernel_dv, h_bkd.dtype).astype(h_bkd.dtype)
+        dk = dk + _kernel_grad(h_bkd, d)
         return dk, dh
 
     def none(dk, h_bkd, *_):
@@ -272,9 +289,8 @@ def _weighted_sums_fwd(h_cbkd, kernel_dv, y_cbk, w_cbk, active_c, z_coef, skip):
         d = jnp.exp(logits - lse[..., None]) * scale[..., None]
         d = d - jax.nn.one_hot(y_bk, logits.shape[-1], dtype=d.dtype) * w_bk[..., None]
         d = d.astype(h_bkd.dtype)
-        dh = jnp.einsum("bkv,dv->bkd", d, kernel_dv.astype(h_bkd.dtype),
-                        preferred_element_type=jnp.float32)
-        dk = dk + jnp.einsum("bkd,bkv->dv", h_bkd, d, preferred_element_type=jnp.float32)
+        dh = _hidden_grad(d, kernel_dv, h_bkd.dtype)
+        dk = dk + _kernel_grad(h_bkd, d)
         return n, zz, dk, dh
 
     def none(h_bkd, y_bk, w_bk, dk):

@@ -139,3 +139,44 @@ def test_auto_attention_is_blocked_on_cpu_and_equals_xla():
     assert calls  # the blocked path ran
     xla = forward(config.replace(attention="xla"), params, ids, segment_ids=seg)
     np.testing.assert_allclose(np.asarray(auto), np.asarray(xla), rtol=1e-5, atol=1e-5)
+
+
+def _dots(jaxpr):
+    """Every dot_general of a jaxpr, nested jaxprs (scan, custom VJP, cond) included."""
+    for eqn in jaxpr.eqns:
+        if eqn.primitive.name == "dot_general":
+            yield eqn
+        for v in eqn.params.values():
+            for sub in (v if isinstance(v, (list, tuple)) else [v]):
+                inner = getattr(sub, "jaxpr", sub)
+                if hasattr(inner, "eqns"):
+                    yield from _dots(inner)
+
+
+@pytest.mark.parametrize("objective", ["sft", "dpo"])
+def test_train_gradients_are_single_contraction_matmuls(objective):
+    # Projections and the LM head are 2-D matmuls in the forward and the backward pass:
+    # as "btd,df->btf" the weight gradients contracted over [batch, length] together,
+    # which XLA's CPU backend ran after transposing the activations (the medium SFT step
+    # 1.3x slower; RESULTS.md "2-D projections"). Attention's products keep their batch
+    # axes (rows, KV heads) and are not projections.
+    from medjax.models import forward_hidden, lm_head_kernel
+    from medjax.objectives.lm import token_nll, weighted_nll_sums
+
+    config = get_preset("llama3_tiny", num_layers=2)
+    params = init_params(config, jax.random.key(0))
+    ids = random_ids(2, 64, config.vocab_size, seed=1)
+    w = jnp.ones(ids.shape, jnp.float32)
+
+    def loss(p):
+        h = forward_hidden(config, p, ids)
+        if objective == "sft":
+            return weighted_nll_sums(h, lm_head_kernel(config, p), ids, w, chunk_size=16)[0]
+        return token_nll(h, lm_head_kernel(config, p), ids, chunk_size=16, weights_bt=w,
+                         skip=False)[0].sum()
+
+    dots = list(_dots(jax.make_jaxpr(jax.grad(loss))(params).jaxpr))
+    projections = [e for e in dots if not e.params["dimension_numbers"][1][0]]  # no batch
+    assert len(projections) >= 7 * 3  # the scanned layer: 7 weights, forward + 2 gradients
+    many = [e for e in projections if len(e.params["dimension_numbers"][0][0]) > 1]
+    assert not many, [str(e)[:120] for e in many]
