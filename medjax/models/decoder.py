@@ -175,9 +175,11 @@ def blocked_attention(q_btnh, k_btkh, v_btkh, segment_ids, *, window: int | None
 
 
 # ------------------------------------------------------------------- modules
-def project(x: jax.Array, w: jax.Array, contract: int = 1) -> jax.Array:
+def project(x: jax.Array, w: jax.Array, contract: int = 1,
+            preferred_element_type=None) -> jax.Array:
     """``x`` ``[..., *in]`` times ``w`` ``[*in, *out]`` (``contract`` = how many ``in`` axes)
-    as one 2-D matmul: ``[tokens, in] @ [in, out]``, reshaped back to ``[..., *out]``.
+    as one 2-D matmul: ``[tokens, in] @ [in, out]``, reshaped back to ``[..., *out]``
+    (accumulated in ``preferred_element_type`` when given).
 
     The same product as ``jnp.einsum("btd,df->btf", ...)``, but its gradients are plain
     2-D matmuls too. With ``[batch, length]`` kept as two axes the weight gradient
@@ -186,7 +188,8 @@ def project(x: jax.Array, w: jax.Array, contract: int = 1) -> jax.Array:
     (RESULTS.md, "2-D projections")."""
     lead, tail = x.shape[:x.ndim - contract], w.shape[contract:]
     k = math.prod(w.shape[:contract])
-    out = x.reshape(-1, k) @ w.reshape(k, -1)
+    out = jnp.matmul(x.reshape(-1, k), w.reshape(k, -1),
+                     preferred_element_type=preferred_element_type)
     return out.reshape(*lead, *tail)
 
 

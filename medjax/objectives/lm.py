@@ -24,6 +24,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ..models import ModelConfig, forward_hidden, lm_head_kernel
+from ..models.decoder import project
 from .registry import Objective, register
 
 
@@ -56,16 +57,12 @@ def _chunked_nll(h_cbkd, kernel_dv, y_cbk, active_c, skip: bool, keep: bool):
 # chunk] kept as two axes the kernel's gradient contracts over both, which XLA's CPU
 # backend lowered with a transpose of an operand first (decoder.project).
 def _chunk_logits(h_bkd, kernel_dv):
-    b, k, d = h_bkd.shape
-    return jnp.einsum("xd,dv->xv", h_bkd.reshape(b * k, d), kernel_dv.astype(h_bkd.dtype),
-                      preferred_element_type=jnp.float32).reshape(b, k, -1)
+    return project(h_bkd, kernel_dv.astype(h_bkd.dtype), preferred_element_type=jnp.float32)
 
 
 def _hidden_grad(d_bkv, kernel_dv, dtype):
     """d hidden = d logits @ kernel.T, ``[rows, chunk, hidden]`` in float32."""
-    b, k, v = d_bkv.shape
-    return jnp.einsum("xv,dv->xd", d_bkv.reshape(b * k, v), kernel_dv.astype(dtype),
-                      preferred_element_type=jnp.float32).reshape(b, k, -1)
+    return project(d_bkv, kernel_dv.astype(dtype).T, preferred_element_type=jnp.float32)
 
 
 def _kernel_grad(h_bkd, d_bkv):
